@@ -1,0 +1,57 @@
+"""Generalized advantage estimation and minibatch advantage normalization.
+
+Gymnasium semantics: an episode that *terminates* has no future value; one that is *truncated*
+(time limit) does, so its last step bootstraps from V(final observation).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def gae(
+    rewards: Tensor,
+    values: Tensor,
+    next_values: Tensor,
+    terminated: Tensor,
+    episode_end: Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[Tensor, Tensor]:
+    """Advantages and returns over time-major tensors of shape (T, ...).
+
+    ``next_values[t]`` is V(s_{t+1}) of the *same* episode: V(next observation) normally, V(final
+    observation) when step t was truncated. ``terminated[t]`` zeroes it (no future after a true end);
+    ``episode_end[t]`` (terminated or truncated) stops the advantage recursion at the boundary.
+    """
+    not_terminated = 1.0 - terminated.to(values.dtype)
+    carries = gamma * lam * (1.0 - episode_end.to(values.dtype))
+    deltas = rewards + gamma * next_values * not_terminated - values
+    advantages = torch.empty_like(values)
+    running = torch.zeros_like(values[0])
+    for t in range(values.shape[0] - 1, -1, -1):
+        running = deltas[t] + carries[t] * running
+        advantages[t] = running
+    return advantages, advantages + values
+
+
+def next_values_from_rollout(values: Tensor, last_values: Tensor, bootstrap: Tensor,
+                             truncated: Tensor) -> Tensor:
+    """V(s_{t+1}) for each step: the next step's value, V(s_T) at the end, V(final obs) on truncation."""
+    following = torch.cat([values[1:], last_values.unsqueeze(0)], dim=0)
+    return torch.where(truncated.bool(), bootstrap, following)
+
+
+def normalize(advantages: Tensor, eps: float = 1e-8) -> Tensor:
+    """``(Â − mean) / (std + eps)`` over one minibatch, as SB3/CleanRL (unbiased std)."""
+    return (advantages - advantages.mean()) / (advantages.std() + eps)
+
+
+def sign_change_share(before: Tensor, after: Tensor) -> Tensor:
+    """Share of elements whose advantage sign changed under normalization (a 0-d tensor).
+
+    The paper's argument: per-minibatch normalization flips the sign of some advantages, and the
+    reverse term is meant to make PPO robust to that.
+    """
+    return (torch.sign(before) != torch.sign(after)).to(before.dtype).mean()

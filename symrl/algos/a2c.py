@@ -1,0 +1,18 @@
+"""A2C's update rule: one gradient step on the whole rollout."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from symrl.algos.update import UpdateSettings, gradient_step
+
+
+def make_optimizer(params, lr: float) -> torch.optim.Optimizer:
+    """RMSprop as in the paper and SB3's A2C (alpha 0.99, eps 1e-5)."""
+    return torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-5)
+
+
+def a2c_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, Tensor],
+               s: UpdateSettings, gen: torch.Generator) -> dict[str, Tensor]:
+    return gradient_step(model, optimizer, batch, s)

@@ -1,0 +1,350 @@
+"""The one on-policy loop: collect → training noise → GAE → update → log → evaluate → checkpoint.
+
+A2C, SA2C, PPO, SPPO and scaled PPO differ only in the update rule (``ppo_update`` /
+``a2c_update``) and in the loss weights (``loss_weights``).
+
+Exact resume: all randomness comes from three seeded ``torch.Generator``s (actions, noise,
+minibatches) saved with the checkpoint. Environment state cannot be saved in general (MuJoCo and
+Box2D envs do not pickle their state), so every checkpoint is also a synchronisation point: right
+after it is written, all training envs are reset with seeds derived from (seed, checkpoint index),
+in an uninterrupted run exactly as in a resumed one. Episodes in flight at that moment end as
+truncated (their value is bootstrapped), once every ``checkpoint_every`` steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from symrl import advantages as adv_ops
+from symrl.algos import a2c, ppo
+from symrl.algos.update import UpdateSettings
+from symrl.buffer import RolloutBuffer
+from symrl.config import ConfigError, TrainConfig, config_from_dict
+from symrl.distributions import head_spec
+from symrl.envs import ObsNormalizer, RewardNormalizer, make_env, make_vec_env, observation_dim
+from symrl.evaluate import evaluate
+from symrl.losses import LossWeights, effective_pg_multiplier
+from symrl.nets import ActorCritic
+from symrl.noise import noisy_advantages, noisy_rewards
+from symrl.run import RunDirectory, load_checkpoint, read_summary, save_checkpoint
+
+UPDATE_RULES = {"ppo": (ppo.make_optimizer, ppo.ppo_update), "a2c": (a2c.make_optimizer, a2c.a2c_update)}
+
+
+def loss_weights(cfg: TrainConfig) -> LossWeights:
+    """scaled_ppo: plain PPO with the policy loss weighted by SPPO's effective multiplier."""
+    if cfg.algo == "scaled_ppo":
+        pg = effective_pg_multiplier("scaled_ppo", cfg.alpha, cfg.beta, cfg.Z, cfg.reverse).value
+        return LossWeights(pg, 0.0, cfg.vf_coef, cfg.ent_coef, cfg.reverse, cfg.Z)
+    return LossWeights(cfg.alpha, cfg.beta, cfg.vf_coef, cfg.ent_coef, cfg.reverse, cfg.Z)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: got 'cuda' but torch sees no CUDA GPU; allowed here: cpu, auto")
+    return torch.device(name)
+
+
+def _seeds(seed: int, stream: int, index: int, n: int) -> list[int]:
+    """Independent, reproducible seeds for (run seed, purpose, occasion)."""
+    return [int(s) for s in np.random.SeedSequence([seed, stream, index]).generate_state(n)]
+
+
+def _generator(seed: int, stream: int) -> torch.Generator:
+    return torch.Generator().manual_seed(_seeds(seed, stream, 0, 1)[0])
+
+
+class OnPolicyTrainer:
+    """State of one training run; ``train`` drives it to ``total_steps``."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.envs = make_vec_env(cfg.env, cfg.n_envs, cfg.vec_env)
+        self.spec = head_spec(self.envs.single_action_space, cfg.discretize)
+        if cfg.beta > 0 and not self.spec.discrete:
+            raise ConfigError(
+                f"beta: got {cfg.beta:g} with a Gaussian policy on {cfg.env}; the reverse term needs action "
+                "probabilities: set discretize=K (the paper uses 11) or beta=0")
+        self.discretized = cfg.discretize > 0
+        obs_dim = observation_dim(self.envs.single_observation_space)
+        torch.manual_seed(_seeds(cfg.seed, 1, 0, 1)[0])
+        self.model = ActorCritic(obs_dim, self.spec, cfg.net.hidden, cfg.net.activation,
+                                 cfg.net.log_std_init).to(self.device)
+        make_optimizer, self.update_rule = UPDATE_RULES[cfg.family]
+        self.optimizer = make_optimizer(self.model.parameters(), cfg.lr)
+        self.weights = loss_weights(cfg)
+        self.obs_norm = ObsNormalizer((obs_dim,), cfg.norm_obs)
+        self.rew_norm = RewardNormalizer(cfg.n_envs, cfg.gamma, cfg.norm_reward)
+        self.action_gen, self.noise_gen, self.minibatch_gen = (_generator(cfg.seed, s) for s in (2, 3, 4))
+        self.buffer = RolloutBuffer(cfg.n_steps, cfg.n_envs, obs_dim, self.spec.action_shape,
+                                    self.spec.action_dtype, self.device)
+        self.eval_envs = [make_env(cfg.env) for _ in range(cfg.eval_episodes)]
+        self.num_updates = math.ceil(cfg.total_steps / (cfg.n_envs * cfg.n_steps))
+        # progress counters (all saved in checkpoints)
+        self.update = 0
+        self.step = 0
+        self.n_resets = 0
+        self.n_evals = 0
+        self.best_eval = -math.inf
+        self.last_eval: dict[str, Any] | None = None
+        self.elapsed = 0.0
+        # per-episode bookkeeping of the training envs (reset at every sync point)
+        self.obs = np.zeros((cfg.n_envs, obs_dim), np.float32)
+        self.ep_return = np.zeros(cfg.n_envs)
+        self.finished_returns: list[float] = []
+
+    # ------------------------------------------------------------------ environment sync points
+    def reset_envs(self) -> None:
+        raw, _ = self.envs.reset(seed=_seeds(self.cfg.seed, 0, self.n_resets, self.cfg.n_envs))
+        self.obs_norm.update(raw)
+        self.obs = self.obs_norm.normalize(raw)
+        self.rew_norm.reset()
+        self.ep_return[:] = 0.0
+        self.n_resets += 1
+
+    # ------------------------------------------------------------------ collect
+    def collect(self) -> None:
+        """Fill the buffer with ``n_steps`` vector steps of the current policy."""
+        buf, model, device = self.buffer, self.model, self.device
+        for t in range(self.cfg.n_steps):
+            obs = torch.from_numpy(self.obs).to(device)
+            with torch.inference_mode():
+                dist, value = model(obs)
+                action = dist.sample(self.action_gen)
+                log_prob = dist.log_prob(action)
+            buf.obs[t] = obs
+            buf.actions[t] = action
+            buf.log_probs[t] = log_prob
+            buf.values[t] = value
+            raw_next, reward, terminated, truncated, info = self.envs.step(
+                self.spec.to_env(action.cpu().numpy(), self.discretized))
+            episode_end = terminated | truncated
+            self._track_episodes(reward, episode_end)
+            buf.rewards[t] = torch.from_numpy(self.rew_norm(reward, episode_end))
+            buf.terminated[t] = torch.from_numpy(terminated)
+            cut = truncated & ~terminated
+            buf.truncated[t] = torch.from_numpy(cut)
+            buf.bootstrap[t] = 0.0
+            if cut.any():
+                idx = np.flatnonzero(cut)
+                final = self.obs_norm.normalize(np.stack([info["final_obs"][i] for i in idx]))
+                with torch.inference_mode():
+                    buf.bootstrap[t, torch.from_numpy(idx)] = model.value(torch.from_numpy(final).to(device))
+            self.obs_norm.update(raw_next)
+            self.obs = self.obs_norm.normalize(raw_next)
+        self.step += self.cfg.n_steps * self.cfg.n_envs
+
+    def _track_episodes(self, reward: np.ndarray, episode_end: np.ndarray) -> None:
+        self.ep_return += reward
+        if episode_end.any():
+            self.finished_returns.extend(self.ep_return[episode_end].tolist())
+            self.ep_return[episode_end] = 0.0
+
+    # ------------------------------------------------------------------ advantages and update
+    def advantages(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training noise, then GAE (bootstrapping truncated steps), then advantage noise."""
+        cfg, buf = self.cfg, self.buffer
+        with torch.inference_mode():
+            last_values = self.model.value(torch.from_numpy(self.obs).to(self.device))
+        rewards = noisy_rewards(buf.rewards, cfg.noise, cfg.noise_scale, self.noise_gen)
+        next_values = adv_ops.next_values_from_rollout(buf.values, last_values, buf.bootstrap, buf.truncated)
+        advantages, returns = adv_ops.gae(rewards, buf.values, next_values, buf.terminated,
+                                          buf.episode_end, cfg.gamma, cfg.gae_lambda)
+        return noisy_advantages(advantages, cfg.noise, cfg.noise_scale, self.noise_gen), returns
+
+    def settings(self) -> UpdateSettings:
+        cfg = self.cfg
+        remaining = 1.0 - self.update / self.num_updates
+        clip = cfg.clip_range * remaining if cfg.anneal_clip else cfg.clip_range
+        return UpdateSettings(cfg.family, self.weights, clip, cfg.clip_range_vf, cfg.norm_adv,
+                              cfg.max_grad_norm, cfg.n_epochs, cfg.batch_size, cfg.target_kl)
+
+    def learn(self) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        if cfg.anneal_lr:
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.lr * (1.0 - self.update / self.num_updates)
+        advantages, returns = self.advantages()
+        settings = self.settings()
+        batch = self.buffer.flat(advantages, returns)
+        stats = self.update_rule(self.model, self.optimizer, batch, settings, self.minibatch_gen)
+        stats["explained_variance"] = _explained_variance(batch["values"], batch["returns"])
+        stats["lr"] = torch.tensor(self.optimizer.param_groups[0]["lr"])
+        stats["clip_range"] = torch.tensor(settings.clip_range)
+        self.update += 1
+        return stats
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> dict[str, Any]:
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(_seeds(cfg.seed, 5, self.n_evals, 1)[0])
+        returns = evaluate(self.model, self.spec, self.eval_envs, _seeds(cfg.seed, 6, self.n_evals, cfg.eval_episodes),
+                           self.obs_norm, cfg.eval_deterministic, gen, self.discretized, self.device)
+        self.n_evals += 1
+        row = {"step": self.step, "mean_return": float(returns.mean()), "std_return": float(returns.std()),
+               "min_return": float(returns.min()), "max_return": float(returns.max()),
+               "episodes": len(returns), "deterministic": cfg.eval_deterministic}
+        self.best_eval = max(self.best_eval, row["mean_return"])
+        self.last_eval = row
+        return row
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "obs_norm": self.obs_norm.state_dict(), "rew_norm": self.rew_norm.state_dict(),
+            "action_gen": self.action_gen.get_state(), "noise_gen": self.noise_gen.get_state(),
+            "minibatch_gen": self.minibatch_gen.get_state(),
+            "update": self.update, "step": self.step, "n_resets": self.n_resets, "n_evals": self.n_evals,
+            "best_eval": self.best_eval, "last_eval": self.last_eval, "elapsed": self.elapsed,
+            "config": self.cfg.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.obs_norm.load_state_dict(state["obs_norm"])
+        self.rew_norm.load_state_dict(state["rew_norm"])
+        self.action_gen.set_state(state["action_gen"])
+        self.noise_gen.set_state(state["noise_gen"])
+        self.minibatch_gen.set_state(state["minibatch_gen"])
+        for key in ("update", "step", "n_resets", "n_evals", "best_eval", "last_eval", "elapsed"):
+            setattr(self, key, state[key])
+
+    def close(self) -> None:
+        self.envs.close()
+        for env in self.eval_envs:
+            env.close()
+
+
+def _explained_variance(values: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
+    var = returns.var()
+    return torch.where(var == 0, torch.full_like(var, float("nan")), 1.0 - (returns - values).var() / var)
+
+
+def _metrics_row(trainer: OnPolicyTrainer, stats: dict[str, torch.Tensor], sps: float) -> dict[str, Any]:
+    row: dict[str, Any] = {"step": trainer.step, "update": trainer.update, "sps": round(sps, 1)}
+    row.update({k: float(v) for k, v in stats.items()})
+    finished = trainer.finished_returns
+    row["train_return_mean"] = float(np.mean(finished)) if finished else None
+    row["train_episodes"] = len(finished)
+    trainer.finished_returns = []
+    return row
+
+
+def train(cfg: TrainConfig, force: bool = False, progress: bool | None = None,
+          stop_after_updates: int | None = None) -> dict[str, Any]:
+    """Run (or resume, or skip if finished) the run described by ``cfg``; returns its summary.
+
+    ``stop_after_updates`` ends the process early, as a kill would (for tests of resume).
+    """
+    run = RunDirectory(cfg)
+    run.prepare(force)
+    summary = read_summary(run.path)
+    if summary is not None and summary.get("finished"):
+        print(f"{run.path}: already finished (pass --force to run it again)", file=sys.stderr)
+        return summary
+
+    trainer = OnPolicyTrainer(cfg)
+    try:
+        return _train_loop(trainer, run, progress, stop_after_updates)
+    finally:
+        trainer.close()
+        run.close()
+
+
+def _train_loop(trainer: OnPolicyTrainer, run: RunDirectory, progress: bool | None,
+                stop_after_updates: int | None) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    cfg = trainer.cfg
+    state = load_checkpoint(run.path)
+    if state is not None:
+        trainer.load_state_dict(state)
+    run.truncate_logs(trainer.step)
+    run.tensorboard(purge_step=trainer.step + 1 if trainer.step else None)
+    trainer.reset_envs()
+    per_update = cfg.n_envs * cfg.n_steps
+    next_eval = _next_multiple(trainer.step, cfg.eval_every)
+    next_ckpt = _next_multiple(trainer.step, cfg.checkpoint_every)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(total=trainer.num_updates * per_update, initial=trainer.step, unit="step",
+               disable=not show, dynamic_ncols=True, desc=f"{cfg.algo} {cfg.env} seed{cfg.seed}")
+    started, steps_at_start = time.perf_counter(), trainer.step
+    updates_this_process = 0
+    while trainer.update < trainer.num_updates:
+        t0 = time.perf_counter()
+        trainer.collect()
+        stats = trainer.learn()
+        trainer.elapsed += time.perf_counter() - t0
+        sps = (trainer.step - steps_at_start) / max(time.perf_counter() - started, 1e-9)
+        run.log("metrics.jsonl", _metrics_row(trainer, stats, sps), "train")
+        bar.update(per_update)
+        last = trainer.update == trainer.num_updates
+        if (cfg.eval_every and trainer.step >= next_eval) or last:
+            row = trainer.evaluate()
+            run.log("eval.jsonl", row, "eval")
+            bar.set_postfix(eval=f"{row['mean_return']:.1f}")
+            next_eval = _next_multiple(trainer.step, cfg.eval_every)
+        if trainer.step >= next_ckpt or last:
+            save_checkpoint(run.path, trainer.state_dict())
+            next_ckpt = _next_multiple(trainer.step, cfg.checkpoint_every)
+            if not last:
+                trainer.reset_envs()
+        updates_this_process += 1
+        if stop_after_updates is not None and updates_this_process >= stop_after_updates and not last:
+            bar.close()
+            return {"finished": False, "step": trainer.step}
+    bar.close()
+    summary = {
+        "finished": True, "env": cfg.env, "algo": cfg.algo, "seed": cfg.seed,
+        "final_eval_mean": trainer.last_eval["mean_return"], "final_eval_std": trainer.last_eval["std_return"],
+        "best_eval_mean": trainer.best_eval, "total_steps": trainer.step,
+        "wall_time_s": round(trainer.elapsed, 2), "sps": round(trainer.step / max(trainer.elapsed, 1e-9), 1),
+        "pg_multiplier": effective_pg_multiplier(cfg.algo, cfg.alpha, cfg.beta, cfg.Z, cfg.reverse).formula,
+    }
+    run.write_summary(summary)
+    return summary
+
+
+def evaluate_run(path: Path, episodes: int | None, deterministic: bool, seed: int) -> dict[str, Any]:
+    """Re-evaluate the latest checkpoint of the run in ``path`` on fresh, clean episodes."""
+    config_file = path / "config.yaml"
+    if not config_file.exists():
+        raise ConfigError(f"run_dir: {path} holds no config.yaml; allowed: a directory made by `symrl train`")
+    state = load_checkpoint(path)
+    if state is None:
+        raise ConfigError(f"run_dir: {path} has no checkpoint yet; train first")
+    cfg = config_from_dict(yaml.safe_load(config_file.read_text()))
+    cfg = dataclasses.replace(cfg, eval_episodes=episodes or cfg.eval_episodes, eval_deterministic=deterministic)
+    if cfg.eval_episodes < 1:
+        raise ConfigError(f"episodes: got {cfg.eval_episodes}, allowed: an integer >= 1")
+    trainer = OnPolicyTrainer(cfg)
+    try:
+        trainer.load_state_dict(state)
+        gen = torch.Generator().manual_seed(seed)
+        returns = evaluate(trainer.model, trainer.spec, trainer.eval_envs,
+                           _seeds(seed, 6, 0, cfg.eval_episodes), trainer.obs_norm, deterministic, gen,
+                           trainer.discretized, trainer.device)
+    finally:
+        trainer.close()
+    return {"run": str(path), "checkpoint_step": state["step"], "mean_return": float(returns.mean()),
+            "std_return": float(returns.std()), "min_return": float(returns.min()),
+            "max_return": float(returns.max()), "episodes": len(returns), "deterministic": deterministic}
+
+
+def _next_multiple(step: int, every: int) -> int:
+    """The first multiple of ``every`` strictly after ``step`` (never, when every is 0)."""
+    return (step // every + 1) * every if every else math.inf

@@ -1,0 +1,327 @@
+"""Typed training configuration: defaults, presets, ``key=value`` overrides and validation.
+
+Every error is a :class:`ConfigError` whose message names the field, the bad value and what is
+allowed; the CLI prints it as one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is meant for the user as is."""
+
+
+ALGOS = ("a2c", "sa2c", "ppo", "sppo", "scaled_ppo")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "algo": ALGOS,
+    "reverse": ("rce", "mae"),
+    "noise": ("none", "reward_flip", "gaussian", "uniform", "adv_flip"),
+    "vec_env": ("sync", "async"),
+    "device": ("cpu", "cuda", "auto"),
+    "net.activation": ("tanh", "relu"),
+}
+# Noise parameters the paper used (Atari reward_flip 0.1; MuJoCo/Box2D gaussian 0.05).
+DEFAULT_NOISE_SCALE = {"none": 0.0, "reward_flip": 0.1, "gaussian": 0.05, "uniform": 0.05, "adv_flip": 0.1}
+
+
+@dataclass
+class NetConfig:
+    hidden: list[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "tanh"
+    log_std_init: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """One training run. ``None`` means "the default of the chosen algorithm" (see ``resolve``)."""
+
+    algo: str = "ppo"
+    env: str = "CartPole-v1"
+    seed: int = 0
+    total_steps: int = 100_000
+    n_envs: int | None = None
+    n_steps: int | None = None
+    vec_env: str = "sync"
+    # the symmetric loss: α·L_pg + β·L_rev (Z stands for log 0)
+    alpha: float | None = None
+    beta: float | None = None
+    Z: float = -1.0
+    reverse: str = "rce"
+    # training-data noise
+    noise: str = "none"
+    noise_scale: float | None = None
+    discretize: int = 0
+    # optimization
+    lr: float | None = None
+    anneal_lr: bool = False
+    gamma: float = 0.99
+    gae_lambda: float | None = None
+    n_epochs: int | None = None
+    batch_size: int | None = None
+    clip_range: float = 0.2
+    anneal_clip: bool = False
+    clip_range_vf: float | None = None
+    vf_coef: float = 0.5
+    ent_coef: float = 0.0
+    max_grad_norm: float = 0.5
+    target_kl: float | None = None
+    norm_adv: bool | None = None
+    norm_obs: bool = False
+    norm_reward: bool = False
+    net: NetConfig = field(default_factory=NetConfig)
+    # evaluation (clean environments, raw returns)
+    eval_every: int = 10_000
+    eval_episodes: int = 10
+    eval_deterministic: bool = True
+    # run directory and bookkeeping
+    out: str = "runs"
+    experiment: str = "default"
+    checkpoint_every: int = 50_000
+    device: str = "cpu"
+
+    @property
+    def family(self) -> str:
+        """'ppo' or 'a2c': which update rule the algorithm uses."""
+        return "a2c" if self.algo in ("a2c", "sa2c") else "ppo"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Algorithm-family defaults: SB3's (which the paper used for MuJoCo) for PPO, SB3's A2C with the
+# paper's 8-step rollouts over 4 envs for A2C.
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ppo": dict(n_envs=1, n_steps=2048, lr=3e-4, gae_lambda=0.95, n_epochs=10, batch_size=64, norm_adv=True),
+    "a2c": dict(n_envs=4, n_steps=8, lr=7e-4, gae_lambda=1.0, n_epochs=1, batch_size=None, norm_adv=False),
+}
+# α, β when not given: the plain baselines are α=1, β=0; the symmetric ones default to the paper's
+# Atari setting α=0.5, β=1.0 (MuJoCo used β=20: see the presets).
+SYMMETRIC_DEFAULTS = {"a2c": (1.0, 0.0), "ppo": (1.0, 0.0), "sa2c": (0.5, 1.0), "sppo": (0.5, 1.0),
+                      "scaled_ppo": (0.5, 1.0)}
+
+
+def _fields(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def known_keys() -> list[str]:
+    """Every settable key, nested ones dotted (``net.hidden``)."""
+    keys = []
+    for name, tp in _fields(TrainConfig).items():
+        if dataclasses.is_dataclass(tp):
+            keys += [f"{name}.{sub}" for sub in _fields(tp)]
+        else:
+            keys.append(name)
+    return keys
+
+
+def _unknown_key(key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, known_keys(), n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known_keys())}"
+    return ConfigError(f"unknown key '{key}'{hint}")
+
+
+def _coerce(key: str, raw: Any, tp: Any) -> Any:
+    """Convert a parsed YAML value to the field's type, or raise a ConfigError naming the field."""
+    args = typing.get_args(tp)
+    if type(None) in args:
+        if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null", "")):
+            return None
+        tp = next(a for a in args if a is not type(None))
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        items = raw if isinstance(raw, list) else [raw]
+        return [_coerce(key, item, inner) for item in items]
+    if tp is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            return raw.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{key}: got {raw!r}, allowed: true or false")
+    if tp is int:
+        number = raw
+        if isinstance(raw, str):
+            try:
+                number = float(raw.replace("_", ""))
+            except ValueError:
+                raise ConfigError(f"{key}: got {raw!r}, allowed: an integer") from None
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or float(number) != int(number):
+            raise ConfigError(f"{key}: got {raw!r}, allowed: an integer")
+        return int(number)
+    if tp is float:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{key}: got {raw!r}, allowed: a number")
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: got {raw!r}, allowed: a number") from None
+    if tp is str:
+        if isinstance(raw, (dict, list)):
+            raise ConfigError(f"{key}: got {raw!r}, allowed: a string")
+        return str(raw)
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - a programming error
+
+
+def _set(cfg: Any, key: str, raw: Any) -> None:
+    head, _, rest = key.partition(".")
+    fields = _fields(type(cfg))
+    if head not in fields:
+        raise _unknown_key(key)
+    tp = fields[head]
+    if dataclasses.is_dataclass(tp):
+        if rest:
+            _set(getattr(cfg, head), rest, raw)
+            return
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{key}: got {raw!r}, allowed: a mapping of {', '.join(_fields(tp))}")
+        for sub, value in raw.items():
+            _set(getattr(cfg, head), str(sub), value)
+        return
+    if rest:
+        raise _unknown_key(key)
+    setattr(cfg, head, _coerce(key, raw, tp))
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["beta=1.0", "net.hidden=[64,64]"]`` → {"beta": 1.0, "net.hidden": [64, 64]}."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"'{item}': expected key=value (for example beta=1.0)")
+        try:
+            parsed[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"{key}: malformed value {value!r}") from None
+    return parsed
+
+
+# ---------------------------------------------------------------- presets
+
+def _preset_dir() -> Path:
+    return Path(str(resources.files("symrl") / "presets"))
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in _preset_dir().glob("*.yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """A preset file: {'description': ..., 'source': ..., 'config': {key: value}}."""
+    path = _preset_dir() / f"{name}.yaml"
+    if not path.exists():
+        close = difflib.get_close_matches(name, preset_names(), n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(f"preset: '{name}' does not exist; {hint}allowed: {', '.join(preset_names())}")
+    return yaml.safe_load(path.read_text())
+
+
+def build_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults ← preset ← overrides, then resolved and validated."""
+    cfg = TrainConfig()
+    if preset:
+        for key, value in (load_preset(preset).get("config") or {}).items():
+            _set(cfg, key, value)
+    for key, value in (overrides or {}).items():
+        _set(cfg, key, value)
+    return resolve(cfg)
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """A resolved configuration as saved in a run's config.yaml."""
+    cfg = TrainConfig()
+    for key, value in data.items():
+        _set(cfg, key, value)
+    return resolve(cfg)
+
+
+# ---------------------------------------------------------------- resolution and validation
+
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """Fill algorithm-dependent defaults and validate; returns a new, fully explicit config."""
+    cfg = dataclasses.replace(cfg, net=dataclasses.replace(cfg.net))
+    for key in ("algo", "reverse", "noise", "vec_env", "device"):
+        _check_choice(key, getattr(cfg, key))
+    _check_choice("net.activation", cfg.net.activation)
+    for key, value in FAMILY_DEFAULTS[cfg.family].items():
+        if getattr(cfg, key) is None:
+            setattr(cfg, key, value)
+    alpha, beta = SYMMETRIC_DEFAULTS[cfg.algo]
+    cfg.alpha = alpha if cfg.alpha is None else cfg.alpha
+    cfg.beta = beta if cfg.beta is None else cfg.beta
+    if cfg.noise_scale is None:
+        cfg.noise_scale = DEFAULT_NOISE_SCALE[cfg.noise]
+    _validate(cfg)
+    return cfg
+
+
+def _check_choice(key: str, value: str) -> None:
+    allowed = CHOICES[key]
+    if value not in allowed:
+        raise ConfigError(f"{key}: got {value!r}, allowed: {', '.join(allowed)}")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _validate(cfg: TrainConfig) -> None:
+    _require(cfg.Z < 0, f"Z: got {cfg.Z:g}, allowed: a negative number (Z stands for log 0; the paper uses -1)")
+    _require(cfg.beta >= 0, f"beta: got {cfg.beta:g}, allowed: a number >= 0 (0 turns the reverse term off)")
+    _require(cfg.alpha >= 0, f"alpha: got {cfg.alpha:g}, allowed: a number >= 0")
+    if cfg.algo in ("a2c", "ppo"):
+        _require(cfg.beta == 0, f"beta: got {cfg.beta:g} with algo={cfg.algo}, the plain baseline; "
+                 f"allowed: 0 (use algo=s{cfg.algo} for the symmetric loss)")
+    _require(cfg.discretize == 0 or cfg.discretize >= 2,
+             f"discretize: got {cfg.discretize}, allowed: 0 (off) or an integer >= 2 (bins per action dimension)")
+    for key in ("total_steps", "n_envs", "n_steps", "n_epochs", "eval_episodes", "checkpoint_every"):
+        _require(getattr(cfg, key) >= 1, f"{key}: got {getattr(cfg, key)}, allowed: an integer >= 1")
+    _require(cfg.eval_every >= 0, f"eval_every: got {cfg.eval_every}, allowed: 0 (only at the end) or steps >= 1")
+    rollout = cfg.n_envs * cfg.n_steps
+    if cfg.batch_size is not None:
+        _require(1 <= cfg.batch_size <= rollout,
+                 f"batch_size: got {cfg.batch_size}, allowed: 1..{rollout} (n_envs × n_steps)")
+    _require(0 < cfg.gamma <= 1, f"gamma: got {cfg.gamma:g}, allowed: 0 < gamma <= 1")
+    _require(0 <= cfg.gae_lambda <= 1, f"gae_lambda: got {cfg.gae_lambda:g}, allowed: 0..1")
+    _require(cfg.lr > 0, f"lr: got {cfg.lr:g}, allowed: a number > 0")
+    _require(cfg.clip_range > 0, f"clip_range: got {cfg.clip_range:g}, allowed: a number > 0")
+    _require(cfg.clip_range_vf is None or cfg.clip_range_vf > 0,
+             f"clip_range_vf: got {cfg.clip_range_vf}, allowed: null (off) or a number > 0")
+    _require(cfg.target_kl is None or cfg.target_kl > 0,
+             f"target_kl: got {cfg.target_kl}, allowed: null (off) or a number > 0")
+    _require(cfg.max_grad_norm > 0, f"max_grad_norm: got {cfg.max_grad_norm:g}, allowed: a number > 0")
+    for key in ("vf_coef", "ent_coef"):
+        _require(getattr(cfg, key) >= 0, f"{key}: got {getattr(cfg, key):g}, allowed: a number >= 0")
+    if cfg.noise in ("reward_flip", "adv_flip"):
+        _require(0 <= cfg.noise_scale <= 1,
+                 f"noise_scale: got {cfg.noise_scale:g} for noise={cfg.noise}, allowed: a probability 0..1")
+    else:
+        _require(cfg.noise_scale >= 0, f"noise_scale: got {cfg.noise_scale:g}, allowed: a number >= 0")
+    _require(len(cfg.net.hidden) >= 1 and all(w >= 1 for w in cfg.net.hidden),
+             f"net.hidden: got {cfg.net.hidden}, allowed: a list of layer widths >= 1, e.g. [64, 64]")
+    _require(bool(cfg.experiment) and "/" not in cfg.experiment,
+             f"experiment: got {cfg.experiment!r}, allowed: a non-empty name without '/'")
+    _check_env_id(cfg.env)
+
+
+def _check_env_id(env_id: str) -> None:
+    import gymnasium as gym
+
+    if env_id in gym.registry:
+        return
+    close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}?" if close else "see `python -c 'import gymnasium; gymnasium.pprint_registry()'`"
+    raise ConfigError(f"env: '{env_id}' is not a registered Gymnasium id; {hint}")

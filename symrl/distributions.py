@@ -1,0 +1,168 @@
+"""Action heads with one interface: log_prob, entropy, prob (of the taken action), sample, mode.
+
+Written on raw tensor ops instead of ``torch.distributions`` to keep the per-minibatch op count
+(and so CPU overhead) low; sampling always takes an explicit ``torch.Generator`` so a run's
+randomness is fully seeded and can be checkpointed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor
+
+# Padding logit for MultiDiscrete spaces with unequal sizes: exp() underflows to exactly 0 while
+# 0·log p stays finite (−inf would make the entropy NaN).
+_PAD_LOGIT = -1e9
+
+
+class Categorical:
+    """One discrete choice per sample; logits of shape (B, K)."""
+
+    def __init__(self, logits: Tensor):
+        self.log_probs = torch.log_softmax(logits, dim=-1)
+
+    def log_prob(self, actions: Tensor) -> Tensor:
+        return self.log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+
+    def prob(self, actions: Tensor) -> Tensor:
+        return self.log_prob(actions).exp()
+
+    def entropy(self) -> Tensor:
+        return -(self.log_probs.exp() * self.log_probs).sum(-1)
+
+    def sample(self, gen: torch.Generator | None = None) -> Tensor:
+        probs = self.log_probs.exp()
+        return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+    def mode(self) -> Tensor:
+        return self.log_probs.argmax(-1)
+
+
+class MultiCategorical:
+    """D independent discrete choices per sample; logits (B, D, K). π(a|s) is the joint Π_i π_i(a_i|s)."""
+
+    def __init__(self, logits: Tensor):
+        self.log_probs = torch.log_softmax(logits, dim=-1)
+
+    def log_prob(self, actions: Tensor) -> Tensor:
+        return self.log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1).sum(-1)
+
+    def prob(self, actions: Tensor) -> Tensor:
+        return self.log_prob(actions).exp()
+
+    def entropy(self) -> Tensor:
+        return -(self.log_probs.exp() * self.log_probs).sum((-2, -1))
+
+    def sample(self, gen: torch.Generator | None = None) -> Tensor:
+        b, d, k = self.log_probs.shape
+        probs = self.log_probs.exp().reshape(b * d, k)
+        return torch.multinomial(probs, 1, generator=gen).reshape(b, d)
+
+    def mode(self) -> Tensor:
+        return self.log_probs.argmax(-1)
+
+
+class DiagGaussian:
+    """Gaussian with a state-independent log std (the usual PPO baseline for continuous control).
+
+    ``prob`` is a density, not a probability: the reverse term is undefined for it, which is why the
+    configuration refuses β > 0 without ``discretize``.
+    """
+
+    def __init__(self, mean: Tensor, log_std: Tensor):
+        self.mean = mean
+        self.log_std = log_std.expand_as(mean)
+
+    def log_prob(self, actions: Tensor) -> Tensor:
+        z = (actions - self.mean) * torch.exp(-self.log_std)
+        return (-0.5 * z.pow(2) - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def prob(self, actions: Tensor) -> Tensor:
+        return self.log_prob(actions).exp()
+
+    def entropy(self) -> Tensor:
+        return (self.log_std + 0.5 * (1.0 + math.log(2 * math.pi))).sum(-1)
+
+    def sample(self, gen: torch.Generator | None = None) -> Tensor:
+        noise = torch.randn(self.mean.shape, generator=gen, dtype=self.mean.dtype)
+        return self.mean + self.log_std.exp() * noise.to(self.mean.device)
+
+    def mode(self) -> Tensor:
+        return self.mean
+
+
+ActionDist = Categorical | MultiCategorical | DiagGaussian
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """What an action space needs from the actor network, and how stored actions reach the env."""
+
+    kind: str  # "categorical" | "multicategorical" | "gaussian"
+    n_outputs: int  # width of the actor's last layer
+    action_shape: tuple[int, ...]  # per-sample shape of a stored action
+    action_dtype: torch.dtype
+    nvec: tuple[int, ...] = ()  # choices per dimension (multicategorical)
+    low: np.ndarray | None = None  # Box bounds (gaussian, or the bins of a discretized Box)
+    high: np.ndarray | None = None
+
+    @property
+    def discrete(self) -> bool:
+        return self.kind != "gaussian"
+
+    def distribution(self, out: Tensor, log_std: Tensor | None = None) -> ActionDist:
+        """The action distribution from the actor's raw output (B, n_outputs)."""
+        if self.kind == "categorical":
+            return Categorical(out)
+        if self.kind == "multicategorical":
+            k = max(self.nvec)
+            logits = out.reshape(out.shape[0], len(self.nvec), k)
+            if len(set(self.nvec)) > 1:
+                logits = logits.masked_fill(self._pad_mask(out.device), _PAD_LOGIT)
+            return MultiCategorical(logits)
+        return DiagGaussian(out, log_std)
+
+    def _pad_mask(self, device: torch.device) -> Tensor:
+        k = max(self.nvec)
+        return torch.tensor([[j >= n for j in range(k)] for n in self.nvec], device=device)
+
+    def to_env(self, actions: np.ndarray, discretized: bool) -> np.ndarray:
+        """Stored actions → what ``env.step`` takes: bin centres for a discretized Box, clipped
+        values for a Gaussian (the unclipped sample stays in the buffer, as in SB3)."""
+        if self.kind == "gaussian":
+            return np.clip(actions, self.low, self.high)
+        if discretized:
+            k = np.asarray(self.nvec, dtype=np.float64)
+            return (self.low + actions * (self.high - self.low) / (k - 1)).astype(np.float32)
+        return actions
+
+
+def head_spec(space: spaces.Space, discretize: int = 0) -> HeadSpec:
+    """The action head for a Gymnasium space; ``discretize=K`` turns each Box dimension into K
+    evenly spaced bins (the paper's DPPO/DSPPO use K = 11)."""
+    if isinstance(space, spaces.Discrete):
+        if discretize:
+            raise ValueError("discretize: only applies to continuous (Box) action spaces; use 0")
+        return HeadSpec("categorical", int(space.n), (), torch.long)
+    if isinstance(space, spaces.MultiDiscrete):
+        if discretize:
+            raise ValueError("discretize: only applies to continuous (Box) action spaces; use 0")
+        nvec = tuple(int(n) for n in np.asarray(space.nvec).ravel())
+        return HeadSpec("multicategorical", len(nvec) * max(nvec), (len(nvec),), torch.long, nvec)
+    if isinstance(space, spaces.Box):
+        if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+            raise ValueError("env: the action space has infinite bounds; symrl needs a bounded Box")
+        low = space.low.astype(np.float64).ravel()
+        high = space.high.astype(np.float64).ravel()
+        dims = low.size
+        if discretize:
+            nvec = (int(discretize),) * dims
+            return HeadSpec("multicategorical", dims * discretize, (dims,), torch.long, nvec, low, high)
+        return HeadSpec("gaussian", dims, (dims,), torch.float32, (), low, high)
+    raise ValueError(f"env: action space {type(space).__name__} is not supported; "
+                     "allowed: Discrete, MultiDiscrete, Box")

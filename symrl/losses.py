@@ -1,0 +1,230 @@
+"""The symmetric RL loss: pure tensor functions shared by the gym and language-model trainers.
+
+Every function takes per-element tensors (one element = one sample for gym agents, one generated
+token for language models) and an optional ``mask`` of the same shape; masked-out elements do not
+count in any mean. Notation follows Byun & Perrault (ICML 2025): advantage Â, ratio
+r = π_θ(a|s)/π_old(a|s), clip ε, and Z < 0 standing for log 0.
+
+What the gradient is (tested in tests/test_losses.py):
+  * PPO + RCE reverse term: ∇L_rev = |Z|·∇L_PPO sample by sample, so SPPO is PPO whose policy loss
+    is weighted by α + β|Z| (MAE variant: α + 2β).
+  * A2C + RCE reverse term: ∇L_rev = |Z|·π(a|s)·∇L_A2C, a per-sample reweighting by the action's
+    probability (MAE variant: 2·π(a|s)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Reverse = Literal["rce", "mae"]
+PolicyLoss = Literal["a2c", "ppo"]
+
+
+def masked_mean(x: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean over all elements, or over the elements where ``mask`` is true (tokens, not padding)."""
+    if mask is None:
+        return x.mean()
+    mask = mask.to(x.dtype)
+    return (x * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def a2c_policy_loss(log_prob: Tensor, advantages: Tensor, mask: Tensor | None = None) -> Tensor:
+    """``−mean(Â · log π_θ(a|s))``."""
+    return -masked_mean(advantages * log_prob, mask)
+
+
+def ppo_policy_loss(
+    ratio: Tensor, advantages: Tensor, clip_range: float, mask: Tensor | None = None
+) -> Tensor:
+    """``−mean(min(r·Â, clip(r, 1−ε, 1+ε)·Â))``."""
+    unclipped = ratio * advantages
+    clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range) * advantages
+    return -masked_mean(torch.minimum(unclipped, clipped), mask)
+
+
+def ppo_gradient_mask(ratio: Tensor, advantages: Tensor, clip_range: float) -> Tensor:
+    """f = 1[(1−ε ≤ r ≤ 1+ε) or (r·Â ≤ clip(r)·Â)]: where PPO's clipped objective has a gradient."""
+    clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
+    inside = (ratio >= 1.0 - clip_range) & (ratio <= 1.0 + clip_range)
+    return (inside | (ratio * advantages <= clipped * advantages)).to(ratio.dtype)
+
+
+def _reverse_core(prob: Tensor, advantages: Tensor, reverse: Reverse, Z: float) -> Tensor:
+    """Per-element reverse loss before weighting: RCE ``−Â·Z·(1−π)``; MAE ``Â·(1−π) − Â·π``."""
+    if reverse == "rce":
+        return -advantages * Z * (1.0 - prob)
+    if reverse == "mae":
+        return advantages * (1.0 - prob) - advantages * prob
+    raise ValueError(f"reverse: got {reverse!r}, allowed: 'rce', 'mae'")
+
+
+def a2c_reverse_loss(
+    prob: Tensor,
+    advantages: Tensor,
+    reverse: Reverse = "rce",
+    Z: float = -1.0,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Reverse term of SA2C: the reverse cross entropy (or MAE) of the taken action's probability."""
+    return masked_mean(_reverse_core(prob, advantages, reverse, Z), mask)
+
+
+def ppo_reverse_loss(
+    prob: Tensor,
+    old_prob: Tensor,
+    ratio: Tensor,
+    advantages: Tensor,
+    clip_range: float,
+    reverse: Reverse = "rce",
+    Z: float = -1.0,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Reverse term of SPPO: divided by π_old and masked by f, exactly as the released code."""
+    f = ppo_gradient_mask(ratio, advantages, clip_range)
+    return masked_mean(f * _reverse_core(prob, advantages, reverse, Z) / old_prob, mask)
+
+
+def value_loss(
+    values: Tensor,
+    returns: Tensor,
+    old_values: Tensor | None = None,
+    clip_range_vf: float | None = None,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Squared error to the returns; with ``clip_range_vf`` the PPO-style clipped (pessimistic) form.
+
+    Note: SB3 uses plain MSE (no 0.5), CleanRL and TRL ``0.5·max(...)``; we use plain MSE for gym
+    agents (vf_coef 0.5 then matches SB3) and let the caller scale.
+    """
+    unclipped = (values - returns) ** 2
+    if clip_range_vf is None or old_values is None:
+        return masked_mean(unclipped, mask)
+    clipped_values = old_values + (values - old_values).clamp(-clip_range_vf, clip_range_vf)
+    return masked_mean(torch.maximum(unclipped, (clipped_values - returns) ** 2), mask)
+
+
+def entropy_bonus(entropy: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean entropy; the total loss subtracts ``ent_coef`` times this."""
+    return masked_mean(entropy, mask)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """The weights of the total loss ``pg·L_pg + reverse·L_rev + vf·L_value − ent·H``.
+
+    ``pg`` is α for a2c/sa2c/ppo/sppo and α+β|Z| (or α+2β) for scaled_ppo, whose ``reverse`` is 0.
+    """
+
+    pg: float
+    reverse: float
+    vf: float
+    ent: float
+    reverse_kind: Reverse = "rce"
+    Z: float = -1.0
+
+
+@dataclass
+class LossTerms:
+    """The total loss and its parts (the parts detached, for logging)."""
+
+    total: Tensor
+    policy: Tensor
+    reverse: Tensor
+    value: Tensor
+    entropy: Tensor
+
+
+def symmetric_loss(
+    kind: PolicyLoss,
+    weights: LossWeights,
+    log_prob: Tensor,
+    old_log_prob: Tensor | None,
+    advantages: Tensor,
+    entropy: Tensor,
+    values: Tensor,
+    returns: Tensor,
+    old_values: Tensor | None = None,
+    clip_range: float = 0.2,
+    clip_range_vf: float | None = None,
+    mask: Tensor | None = None,
+) -> tuple[LossTerms, Tensor | None]:
+    """α·L_pg + β·L_rev + vf·L_value − ent·H for ``kind`` in {'a2c', 'ppo'}.
+
+    Returns the loss terms and, for PPO, the ratio (for approx-KL and clip-fraction logging).
+    The reverse term is not computed when its weight is 0, so β = 0 is the plain baseline exactly.
+    """
+    ratio = None
+    if kind == "ppo":
+        if old_log_prob is None:
+            raise ValueError("old_log_prob: required for kind='ppo'")
+        ratio = torch.exp(log_prob - old_log_prob)
+        policy = ppo_policy_loss(ratio, advantages, clip_range, mask)
+    elif kind == "a2c":
+        policy = a2c_policy_loss(log_prob, advantages, mask)
+    else:
+        raise ValueError(f"kind: got {kind!r}, allowed: 'a2c', 'ppo'")
+
+    total = weights.pg * policy
+    reverse = torch.zeros((), dtype=policy.dtype, device=policy.device)
+    if weights.reverse != 0.0:
+        prob = torch.exp(log_prob)
+        if kind == "ppo":
+            reverse = ppo_reverse_loss(
+                prob, torch.exp(old_log_prob), ratio, advantages, clip_range,
+                weights.reverse_kind, weights.Z, mask,
+            )
+        else:
+            reverse = a2c_reverse_loss(prob, advantages, weights.reverse_kind, weights.Z, mask)
+        total = total + weights.reverse * reverse
+
+    value = value_loss(values, returns, old_values, clip_range_vf, mask)
+    ent = entropy_bonus(entropy, mask)
+    total = total + weights.vf * value - weights.ent * ent
+    terms = LossTerms(total, policy.detach(), reverse.detach(), value.detach(), ent.detach())
+    return terms, ratio
+
+
+@dataclass(frozen=True)
+class PGMultiplier:
+    """How strongly a configuration weights the policy gradient relative to plain A2C/PPO."""
+
+    value: float | None
+    """The constant multiplier (PPO family); None when it depends on each sample (A2C family)."""
+    formula: str
+    explanation: str
+
+
+def effective_pg_multiplier(
+    algo: str, alpha: float, beta: float, Z: float = -1.0, reverse: Reverse = "rce"
+) -> PGMultiplier:
+    """The multiplier that the symmetric term effectively puts on the plain policy gradient."""
+    if Z >= 0:
+        raise ValueError(f"Z: got {Z}, allowed: a negative number (it stands for log 0)")
+    rev_scale = abs(Z) if reverse == "rce" else 2.0
+    rev_text = f"|Z| = {abs(Z):g}" if reverse == "rce" else "2 (MAE)"
+    if algo in ("ppo", "sppo", "scaled_ppo"):
+        value = alpha + beta * rev_scale
+        formula = f"α + β·{'|Z|' if reverse == 'rce' else '2'} = {alpha:g} + {beta:g}·{rev_scale:g} = {value:g}"
+        if algo == "scaled_ppo":
+            how = "scaled_ppo applies it directly to the plain PPO loss (no reverse term): the control for SPPO."
+        elif beta == 0:
+            how = "β = 0: this is plain PPO."
+        else:
+            how = (f"The reverse term's gradient is {rev_text} × PPO's gradient, sample by sample, so "
+                   "SPPO equals PPO whose policy loss is scaled against the value, entropy and "
+                   "gradient-clip terms; compare against scaled_ppo with the same α, β, Z.")
+        return PGMultiplier(value, formula, how)
+    if algo in ("a2c", "sa2c"):
+        formula = (f"α + β·{'|Z|' if reverse == 'rce' else '2'}·π(a|s) = "
+                   f"{alpha:g} + {beta * rev_scale:g}·π(a|s)  (between {alpha:g} and {alpha + beta * rev_scale:g})")
+        how = ("β = 0: this is plain A2C." if beta == 0 else
+               "Per sample: the reverse term reweights each sample's A2C gradient by the probability "
+               "of its action, so confident actions get up to "
+               f"{(alpha + beta * rev_scale) / alpha if alpha else float('inf'):g}× the weight of unlikely ones: "
+               "genuinely different from A2C.")
+        return PGMultiplier(None, formula, how)
+    raise ValueError(f"algo: got {algo!r}, allowed: a2c, sa2c, ppo, sppo, scaled_ppo")

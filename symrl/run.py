@@ -1,0 +1,130 @@
+"""Run directories: config, metrics (JSONL + TensorBoard), atomic checkpoints, summary.
+
+Layout: ``<out>/<experiment>/<env>/<algo>/seed<k>/`` with config.yaml, metrics.jsonl, eval.jsonl,
+summary.json, tb/ and checkpoints/latest.pt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from symrl.config import ConfigError, TrainConfig
+
+CHECKPOINT = "checkpoints/latest.pt"
+
+
+def run_dir(cfg: TrainConfig) -> Path:
+    env_name = cfg.env.replace("/", "-")
+    return Path(cfg.out) / cfg.experiment / env_name / cfg.algo / f"seed{cfg.seed}"
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename: a kill never leaves a torn file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
+    atomic_write_bytes(directory / CHECKPOINT, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(directory: Path) -> dict[str, Any] | None:
+    path = directory / CHECKPOINT
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line torn by a kill mid-write
+            break
+    return rows
+
+
+def read_summary(directory: Path) -> dict | None:
+    path = directory / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+class RunDirectory:
+    """Owns the files of one run; ``prepare`` decides between a fresh start, a resume and a refusal."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.path = run_dir(cfg)
+        self._tb = None
+
+    def prepare(self, force: bool) -> None:
+        """Start over with ``force``; otherwise refuse a run dir that holds a different config."""
+        if force and self.path.exists():
+            shutil.rmtree(self.path)
+        config_file = self.path / "config.yaml"
+        if config_file.exists():
+            saved = yaml.safe_load(config_file.read_text())
+            current = self.cfg.to_dict()
+            differing = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+            if differing:
+                raise ConfigError(
+                    f"{self.path}: holds a run with a different configuration (differs in: "
+                    f"{', '.join(differing)}); pass --force to start it over, or set experiment=NAME")
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(config_file, yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+
+    def truncate_logs(self, step: int) -> None:
+        """On resume: drop log lines written after the checkpoint (they will be written again)."""
+        for name in ("metrics.jsonl", "eval.jsonl"):
+            path = self.path / name
+            rows = [r for r in read_jsonl(path) if r["step"] <= step]
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    def tensorboard(self, purge_step: int | None):
+        if self._tb is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.path / "tb"), purge_step=purge_step)
+        return self._tb
+
+    def log(self, name: str, row: dict[str, Any], tb_prefix: str) -> None:
+        """Append one JSON line to ``name`` and mirror its numbers to TensorBoard."""
+        with open(self.path / name, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        tb = self._tb
+        if tb is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    tb.add_scalar(f"{tb_prefix}/{key}", value, row["step"])
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None

@@ -1,0 +1,187 @@
+"""Integration tests: short real runs on Gymnasium environments."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from symrl.algos.onpolicy import OnPolicyTrainer, train
+from symrl.config import ConfigError, build_config
+from symrl.run import CHECKPOINT, read_jsonl, run_dir
+
+SMALL = dict(env="CartPole-v1", n_envs=2, n_steps=64, total_steps=768, eval_every=256,
+             eval_episodes=2, checkpoint_every=256)
+
+
+def _cfg(tmp_path: Path, **overrides):
+    return build_config(None, {**SMALL, "out": str(tmp_path), **overrides})
+
+
+def _params(cfg) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir(cfg) / CHECKPOINT, weights_only=False)["model"]
+
+
+def _assert_same_params(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def _without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "sps"} for r in rows]
+
+
+@pytest.mark.parametrize("algo", ["ppo", "sppo", "a2c", "sa2c"])
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, algo):
+    extra = {"n_steps": 8, "total_steps": 160, "checkpoint_every": 48, "eval_every": 64} if algo in ("a2c", "sa2c") else {}
+    whole = _cfg(tmp_path, algo=algo, experiment="whole", **extra)
+    train(whole)
+    parts = _cfg(tmp_path, algo=algo, experiment="parts", **extra)
+    partial = train(parts, stop_after_updates=3)  # "killed" after 3 updates; last checkpoint earlier
+    assert partial["finished"] is False
+    train(parts)
+    _assert_same_params(_params(whole), _params(parts))
+    for name in ("metrics.jsonl", "eval.jsonl"):
+        assert _without_timing(read_jsonl(run_dir(whole) / name)) == _without_timing(read_jsonl(run_dir(parts) / name))
+
+
+def test_sigkilled_cli_run_resumes_to_the_uninterrupted_result(tmp_path):
+    args = ["env=CartPole-v1", "n_envs=2", "n_steps=64", "total_steps=3840", "checkpoint_every=256",
+            "eval_every=0", "eval_episodes=1", f"out={tmp_path}"]
+    cmd = [sys.executable, "-m", "symrl.cli", "train"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(cmd + args + ["experiment=whole"], check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(cmd + args + ["experiment=killed"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "killed/CartPole-v1/ppo/seed0" / CHECKPOINT
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (ckpt.parent.parent / "summary.json").exists(), "the run finished before it could be killed"
+    subprocess.run(cmd + args + ["experiment=killed"], check=True, env=env, capture_output=True)
+    whole = torch.load(tmp_path / "whole/CartPole-v1/ppo/seed0" / CHECKPOINT, weights_only=False)["model"]
+    _assert_same_params(whole, torch.load(ckpt, weights_only=False)["model"])
+
+
+@pytest.mark.parametrize("plain,symmetric", [("ppo", "sppo"), ("ppo", "scaled_ppo"), ("a2c", "sa2c")])
+def test_beta_zero_reproduces_the_plain_baseline_exactly(tmp_path, plain, symmetric):
+    base = _cfg(tmp_path, algo=plain, experiment="plain")
+    sym = _cfg(tmp_path, algo=symmetric, alpha=1.0, beta=0.0, experiment="sym")
+    train(base)
+    train(sym)
+    _assert_same_params(_params(base), _params(sym))
+
+
+@pytest.mark.parametrize("noise", ["reward_flip", "gaussian", "uniform", "adv_flip"])
+def test_noise_changes_only_the_training_data(tmp_path, noise):
+    clean = OnPolicyTrainer(_cfg(tmp_path, noise="none"))
+    noisy = OnPolicyTrainer(_cfg(tmp_path, noise=noise, noise_scale=0.5))
+    for t in (clean, noisy):
+        t.reset_envs()
+        t.collect()
+    # the environment interaction and the stored rewards are untouched ...
+    for name in ("obs", "actions", "rewards", "terminated", "truncated"):
+        assert torch.equal(getattr(clean.buffer, name), getattr(noisy.buffer, name)), name
+    assert clean.finished_returns == noisy.finished_returns
+    # ... the advantages the update sees are not ...
+    clean_adv, clean_ret = clean.advantages()
+    noisy_adv, noisy_ret = noisy.advantages()
+    assert not torch.equal(clean_adv, noisy_adv)
+    # adv_flip leaves the value targets clean; reward noise reaches them through GAE
+    assert torch.equal(clean_ret, noisy_ret) == (noise == "adv_flip")
+    # ... and evaluation is clean: identical returns for identical models
+    noisy.model.load_state_dict(clean.model.state_dict())
+    assert clean.evaluate()["mean_return"] == noisy.evaluate()["mean_return"]
+    clean.close()
+    noisy.close()
+
+
+def test_truncation_bootstraps_from_the_final_observation(tmp_path):
+    # Pendulum never terminates; its 200-step time limit truncates.
+    trainer = OnPolicyTrainer(_cfg(tmp_path, env="Pendulum-v1", n_envs=1, n_steps=256, total_steps=256))
+    trainer.reset_envs()
+    trainer.collect()
+    buf = trainer.buffer
+    assert buf.terminated.sum() == 0
+    assert buf.truncated[:, 0].nonzero().flatten().tolist() == [199]
+    assert buf.bootstrap[199, 0] != 0 and buf.bootstrap[198, 0] == 0
+    # the value of the next step (a new episode's first state) is not what step 199 bootstraps from
+    adv, _ = trainer.advantages()
+    next_v = trainer.cfg.gamma * buf.bootstrap[199, 0]
+    assert torch.isclose(adv[199, 0], buf.rewards[199, 0] + next_v - buf.values[199, 0], atol=1e-6)
+    trainer.close()
+
+
+def test_finished_run_is_not_redone_unless_forced(tmp_path, capsys):
+    cfg = _cfg(tmp_path, total_steps=128, eval_every=0)
+    first = train(cfg)
+    metrics = run_dir(cfg) / "metrics.jsonl"
+    mtime = metrics.stat().st_mtime_ns
+    assert train(cfg) == first
+    assert "already finished" in capsys.readouterr().err
+    assert metrics.stat().st_mtime_ns == mtime
+    train(cfg, force=True)
+    assert len(read_jsonl(metrics)) == 1
+
+
+def test_a_changed_config_is_refused_in_an_existing_run_dir(tmp_path):
+    train(_cfg(tmp_path, total_steps=128, eval_every=0))
+    with pytest.raises(ConfigError, match="different configuration.*lr"):
+        train(_cfg(tmp_path, total_steps=128, eval_every=0, lr=1e-3))
+
+
+def test_run_directory_files(tmp_path):
+    cfg = _cfg(tmp_path, algo="sppo")
+    train(cfg)
+    path = run_dir(cfg)
+    assert path == tmp_path / "default/CartPole-v1/sppo/seed0"
+    for name in ("config.yaml", "metrics.jsonl", "eval.jsonl", "summary.json", CHECKPOINT):
+        assert (path / name).exists(), name
+    assert list((path / "tb").glob("events.out.tfevents.*"))
+    row = read_jsonl(path / "metrics.jsonl")[-1]
+    for key in ("step", "sps", "policy_loss", "reverse_loss", "value_loss", "entropy", "approx_kl",
+                "clip_fraction", "sign_change", "train_return_mean"):
+        assert key in row, key
+    assert row["reverse_loss"] != 0.0 and 0.0 <= row["sign_change"] <= 1.0
+    evals = read_jsonl(path / "eval.jsonl")
+    assert [e["step"] for e in evals] == [256, 512, 768]
+    assert all(e["episodes"] == 2 for e in evals)
+    summary = json.loads((path / "summary.json").read_text())
+    assert summary["final_eval_mean"] == evals[-1]["mean_return"]
+    assert summary["best_eval_mean"] == max(e["mean_return"] for e in evals)
+
+
+def test_discretized_sppo_on_mujoco_runs_with_multicategorical_actions(tmp_path):
+    trainer = OnPolicyTrainer(_cfg(tmp_path, algo="sppo", env="InvertedPendulum-v5", discretize=11,
+                                   n_envs=1, n_steps=64, norm_obs=True, norm_reward=True))
+    trainer.reset_envs()
+    trainer.collect()
+    stats = trainer.learn()
+    assert trainer.buffer.actions.dtype == torch.long
+    assert int(trainer.buffer.actions.max()) <= 10
+    assert np.isfinite(float(stats["policy_loss"])) and float(stats["reverse_loss"]) != 0.0
+    trainer.close()
+
+
+def test_gaussian_policy_refuses_the_reverse_term(tmp_path):
+    with pytest.raises(ConfigError, match="beta.*discretize"):
+        OnPolicyTrainer(_cfg(tmp_path, algo="sppo", env="Pendulum-v1"))
+
+
+def test_ppo_return_rises_on_cartpole(tmp_path):
+    cfg = build_config("classic-ppo", {"total_steps": 16384, "eval_every": 2048, "eval_episodes": 5,
+                                       "out": str(tmp_path)})
+    train(cfg)
+    evals = [e["mean_return"] for e in read_jsonl(run_dir(cfg) / "eval.jsonl")]
+    assert evals[-1] > 3 * evals[0] and evals[-1] >= 200, evals
