@@ -219,13 +219,19 @@ def preset_names() -> list[str]:
 
 
 def load_preset(name: str) -> dict[str, Any]:
-    """A preset file: {'description': ..., 'source': ..., 'config': {key: value}}."""
+    """A preset file: {'description', 'source', 'config': {key: value}}; ``extends: OTHER`` starts
+    from another preset's config, so variants of one setting state only what differs."""
     path = _preset_dir() / f"{name}.yaml"
     if not path.exists():
         close = difflib.get_close_matches(name, preset_names(), n=1, cutoff=0.5)
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise ConfigError(f"preset: '{name}' does not exist; {hint}allowed: {', '.join(preset_names())}")
-    return yaml.safe_load(path.read_text())
+    preset = yaml.safe_load(path.read_text())
+    if preset.get("extends"):
+        base = load_preset(preset["extends"])
+        preset["config"] = {**base.get("config", {}), **(preset.get("config") or {})}
+        preset.setdefault("source", base.get("source"))
+    return preset
 
 
 def build_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:

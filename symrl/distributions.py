@@ -110,6 +110,8 @@ class HeadSpec:
     nvec: tuple[int, ...] = ()  # choices per dimension (multicategorical)
     low: np.ndarray | None = None  # Box bounds (gaussian, or the bins of a discretized Box)
     high: np.ndarray | None = None
+    start: np.ndarray | int = 0  # first action value of a Discrete/MultiDiscrete space
+    env_shape: tuple[int, ...] = ()  # the Box's own action shape (heads work on it flattened)
 
     @property
     def discrete(self) -> bool:
@@ -135,11 +137,13 @@ class HeadSpec:
         """Stored actions → what ``env.step`` takes: bin centres for a discretized Box, clipped
         values for a Gaussian (the unclipped sample stays in the buffer, as in SB3)."""
         if self.kind == "gaussian":
-            return np.clip(actions, self.low, self.high)
-        if discretized:
+            values = np.clip(actions, self.low, self.high)
+        elif discretized:
             k = np.asarray(self.nvec, dtype=np.float64)
-            return (self.low + actions * (self.high - self.low) / (k - 1)).astype(np.float32)
-        return actions
+            values = (self.low + actions * (self.high - self.low) / (k - 1)).astype(np.float32)
+        else:
+            return actions + self.start
+        return values.reshape(values.shape[:1] + self.env_shape)
 
 
 def head_spec(space: spaces.Space, discretize: int = 0) -> HeadSpec:
@@ -148,12 +152,13 @@ def head_spec(space: spaces.Space, discretize: int = 0) -> HeadSpec:
     if isinstance(space, spaces.Discrete):
         if discretize:
             raise ValueError("discretize: only applies to continuous (Box) action spaces; use 0")
-        return HeadSpec("categorical", int(space.n), (), torch.long)
+        return HeadSpec("categorical", int(space.n), (), torch.long, start=int(space.start))
     if isinstance(space, spaces.MultiDiscrete):
         if discretize:
             raise ValueError("discretize: only applies to continuous (Box) action spaces; use 0")
         nvec = tuple(int(n) for n in np.asarray(space.nvec).ravel())
-        return HeadSpec("multicategorical", len(nvec) * max(nvec), (len(nvec),), torch.long, nvec)
+        return HeadSpec("multicategorical", len(nvec) * max(nvec), (len(nvec),), torch.long, nvec,
+                        start=np.asarray(space.start).ravel())
     if isinstance(space, spaces.Box):
         if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
             raise ValueError("env: the action space has infinite bounds; symrl needs a bounded Box")
@@ -162,7 +167,8 @@ def head_spec(space: spaces.Space, discretize: int = 0) -> HeadSpec:
         dims = low.size
         if discretize:
             nvec = (int(discretize),) * dims
-            return HeadSpec("multicategorical", dims * discretize, (dims,), torch.long, nvec, low, high)
-        return HeadSpec("gaussian", dims, (dims,), torch.float32, (), low, high)
+            return HeadSpec("multicategorical", dims * discretize, (dims,), torch.long, nvec, low, high,
+                            env_shape=space.shape)
+        return HeadSpec("gaussian", dims, (dims,), torch.float32, (), low, high, env_shape=space.shape)
     raise ValueError(f"env: action space {type(space).__name__} is not supported; "
                      "allowed: Discrete, MultiDiscrete, Box")

@@ -28,8 +28,8 @@ def masked_mean(x: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean over all elements, or over the elements where ``mask`` is true (tokens, not padding)."""
     if mask is None:
         return x.mean()
-    mask = mask.to(x.dtype)
-    return (x * mask).sum() / mask.sum().clamp_min(1.0)
+    # where(), not x·mask: a non-finite value on a padding element must not leak in as inf·0 = NaN
+    return torch.where(mask.bool(), x, torch.zeros_like(x)).sum() / mask.sum().clamp_min(1)
 
 
 def a2c_policy_loss(log_prob: Tensor, advantages: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -204,6 +204,8 @@ def effective_pg_multiplier(
     """The multiplier that the symmetric term effectively puts on the plain policy gradient."""
     if Z >= 0:
         raise ValueError(f"Z: got {Z}, allowed: a negative number (it stands for log 0)")
+    if reverse not in ("rce", "mae"):
+        raise ValueError(f"reverse: got {reverse!r}, allowed: 'rce', 'mae'")
     rev_scale = abs(Z) if reverse == "rce" else 2.0
     rev_text = f"|Z| = {abs(Z):g}" if reverse == "rce" else "2 (MAE)"
     if algo in ("ppo", "sppo", "scaled_ppo"):

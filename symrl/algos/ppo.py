@@ -21,9 +21,11 @@ def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[s
     collected = []
     for _ in range(s.n_epochs):
         order = torch.randperm(n, generator=gen).to(batch["obs"].device)
+        # one gather per epoch; the minibatches are then contiguous slices (views, no copies)
+        shuffled = {k: v[order] for k, v in batch.items()}
         for start in range(0, n, s.batch_size):
-            idx = order[start:start + s.batch_size]
-            stats = gradient_step(model, optimizer, {k: v[idx] for k, v in batch.items()}, s)
+            mb = {k: v[start:start + s.batch_size] for k, v in shuffled.items()}
+            stats = gradient_step(model, optimizer, mb, s)
             collected.append(stats)
             if s.target_kl is not None and stats["approx_kl"].item() > 1.5 * s.target_kl:
                 return mean_stats(collected)

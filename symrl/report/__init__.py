@@ -1,0 +1,1 @@
+"""From runs on disk to tables and statistics."""
