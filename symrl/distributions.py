@@ -42,6 +42,10 @@ class Categorical:
     def mode(self) -> Tensor:
         return self.log_probs.argmax(-1)
 
+    def sample_and_log_prob(self, gen: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        actions = self.sample(gen)
+        return actions, self.log_prob(actions)
+
 
 class MultiCategorical:
     """D independent discrete choices per sample; logits (B, D, K). π(a|s) is the joint Π_i π_i(a_i|s)."""
@@ -65,6 +69,10 @@ class MultiCategorical:
 
     def mode(self) -> Tensor:
         return self.log_probs.argmax(-1)
+
+    def sample_and_log_prob(self, gen: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        actions = self.sample(gen)
+        return actions, self.log_prob(actions)
 
 
 class DiagGaussian:
@@ -94,6 +102,13 @@ class DiagGaussian:
 
     def mode(self) -> Tensor:
         return self.mean
+
+    def sample_and_log_prob(self, gen: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """The log-density from the standard-normal draw itself: fewer ops than ``log_prob(sample)``."""
+        noise = torch.randn(self.mean.shape, generator=gen, dtype=self.mean.dtype).to(self.mean.device)
+        actions = self.mean + self.log_std.exp() * noise
+        const = self.log_std.sum(-1) + 0.5 * math.log(2 * math.pi) * self.mean.shape[-1]
+        return actions, -0.5 * noise.square().sum(-1) - const
 
 
 ActionDist = Categorical | MultiCategorical | DiagGaussian

@@ -37,28 +37,38 @@ def a2c_policy_loss(log_prob: Tensor, advantages: Tensor, mask: Tensor | None = 
     return -masked_mean(advantages * log_prob, mask)
 
 
+def _ppo_surrogates(ratio: Tensor, advantages: Tensor, clip_range: float) -> tuple[Tensor, Tensor]:
+    """``(r·Â, clip(r, 1−ε, 1+ε)·Â)``, shared by the PPO loss and the reverse term's mask."""
+    return ratio * advantages, ratio.clamp(1.0 - clip_range, 1.0 + clip_range) * advantages
+
+
 def ppo_policy_loss(
     ratio: Tensor, advantages: Tensor, clip_range: float, mask: Tensor | None = None
 ) -> Tensor:
     """``−mean(min(r·Â, clip(r, 1−ε, 1+ε)·Â))``."""
-    unclipped = ratio * advantages
-    clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range) * advantages
-    return -masked_mean(torch.minimum(unclipped, clipped), mask)
+    return -masked_mean(torch.minimum(*_ppo_surrogates(ratio, advantages, clip_range)), mask)
 
 
 def ppo_gradient_mask(ratio: Tensor, advantages: Tensor, clip_range: float) -> Tensor:
-    """f = 1[(1−ε ≤ r ≤ 1+ε) or (r·Â ≤ clip(r)·Â)]: where PPO's clipped objective has a gradient."""
-    clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
-    inside = (ratio >= 1.0 - clip_range) & (ratio <= 1.0 + clip_range)
-    return (inside | (ratio * advantages <= clipped * advantages)).to(ratio.dtype)
+    """f = 1[(1−ε ≤ r ≤ 1+ε) or (r·Â ≤ clip(r)·Â)]: where PPO's clipped objective has a gradient.
+
+    Inside the clip range clip(r) = r, so the second condition alone already covers the first.
+    """
+    unclipped, clipped = _ppo_surrogates(ratio, advantages, clip_range)
+    return (unclipped <= clipped).to(ratio.dtype)
 
 
-def _reverse_core(prob: Tensor, advantages: Tensor, reverse: Reverse, Z: float) -> Tensor:
-    """Per-element reverse loss before weighting: RCE ``−Â·Z·(1−π)``; MAE ``Â·(1−π) − Â·π``."""
+def _reverse_core(p: Tensor, base: Tensor | float, advantages: Tensor, reverse: Reverse, Z: float) -> Tensor:
+    """Per-element reverse loss written as ``scale·Â·(base − k·p)``.
+
+    A2C (p = π, base = 1):        RCE ``−Â·Z·(1−π)``;        MAE ``Â·(1−π) − Â·π = Â·(1−2π)``.
+    PPO (p = r, base = 1/π_old):  RCE ``−Â·Z·(1−π)/π_old``;  MAE ``(Â·(1−π) − Â·π)/π_old``,
+    using (1−π)/π_old = 1/π_old − r (π = r·π_old): the same quantity with fewer tensor ops.
+    """
     if reverse == "rce":
-        return -advantages * Z * (1.0 - prob)
+        return (-Z) * advantages * (base - p)
     if reverse == "mae":
-        return advantages * (1.0 - prob) - advantages * prob
+        return advantages * (base - 2.0 * p)
     raise ValueError(f"reverse: got {reverse!r}, allowed: 'rce', 'mae'")
 
 
@@ -70,22 +80,22 @@ def a2c_reverse_loss(
     mask: Tensor | None = None,
 ) -> Tensor:
     """Reverse term of SA2C: the reverse cross entropy (or MAE) of the taken action's probability."""
-    return masked_mean(_reverse_core(prob, advantages, reverse, Z), mask)
+    return masked_mean(_reverse_core(prob, 1.0, advantages, reverse, Z), mask)
 
 
 def ppo_reverse_loss(
-    prob: Tensor,
-    old_prob: Tensor,
     ratio: Tensor,
+    old_prob: Tensor,
     advantages: Tensor,
     clip_range: float,
     reverse: Reverse = "rce",
     Z: float = -1.0,
     mask: Tensor | None = None,
 ) -> Tensor:
-    """Reverse term of SPPO: divided by π_old and masked by f, exactly as the released code."""
+    """Reverse term of SPPO: ``−mean(f·Â·Z·(1−π)/π_old)`` (RCE), divided by π_old and masked by f
+    exactly as the released code; π = r·π_old is implied by the ratio."""
     f = ppo_gradient_mask(ratio, advantages, clip_range)
-    return masked_mean(f * _reverse_core(prob, advantages, reverse, Z) / old_prob, mask)
+    return masked_mean(f * _reverse_core(ratio, 1.0 / old_prob, advantages, reverse, Z), mask)
 
 
 def value_loss(
@@ -158,29 +168,28 @@ def symmetric_loss(
     The reverse term is not computed when its weight is 0, so β = 0 is the plain baseline exactly.
     """
     ratio = None
+    reverse = torch.zeros((), dtype=log_prob.dtype, device=log_prob.device)
     if kind == "ppo":
         if old_log_prob is None:
             raise ValueError("old_log_prob: required for kind='ppo'")
         ratio = torch.exp(log_prob - old_log_prob)
-        policy = ppo_policy_loss(ratio, advantages, clip_range, mask)
+        unclipped, clipped = _ppo_surrogates(ratio, advantages, clip_range)
+        policy = -masked_mean(torch.minimum(unclipped, clipped), mask)
+        if weights.reverse != 0.0:
+            f = (unclipped <= clipped).to(ratio.dtype)  # ppo_gradient_mask, reusing the surrogates
+            inv_old_prob = torch.exp(-old_log_prob)
+            reverse = masked_mean(f * _reverse_core(ratio, inv_old_prob, advantages, weights.reverse_kind,
+                                                    weights.Z), mask)
     elif kind == "a2c":
         policy = a2c_policy_loss(log_prob, advantages, mask)
+        if weights.reverse != 0.0:
+            reverse = a2c_reverse_loss(torch.exp(log_prob), advantages, weights.reverse_kind, weights.Z, mask)
     else:
         raise ValueError(f"kind: got {kind!r}, allowed: 'a2c', 'ppo'")
 
     total = weights.pg * policy
-    reverse = torch.zeros((), dtype=policy.dtype, device=policy.device)
     if weights.reverse != 0.0:
-        prob = torch.exp(log_prob)
-        if kind == "ppo":
-            reverse = ppo_reverse_loss(
-                prob, torch.exp(old_log_prob), ratio, advantages, clip_range,
-                weights.reverse_kind, weights.Z, mask,
-            )
-        else:
-            reverse = a2c_reverse_loss(prob, advantages, weights.reverse_kind, weights.Z, mask)
         total = total + weights.reverse * reverse
-
     value = value_loss(values, returns, old_values, clip_range_vf, mask)
     ent = entropy_bonus(entropy, mask)
     total = total + weights.vf * value - weights.ent * ent

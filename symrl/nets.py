@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +59,30 @@ class ActorCritic(nn.Module):
     def forward(self, obs: Tensor) -> tuple[ActionDist, Tensor]:
         """The action distribution and V(s) (shape (B,)) for a batch of observations."""
         return self.distribution(obs), self.value(obs)
+
+    def inference_snapshot(self) -> Callable[[Tensor], tuple[ActionDist, Tensor]]:
+        """``model(obs)`` for acting, from the current weights fused into one block-diagonal MLP.
+
+        Actor and critic layers are stacked (first layer) or block-diagonal (the rest), so a step
+        costs one matmul per depth instead of two; zeros in the off-diagonal blocks make the result
+        the same as ``forward``. Valid until the weights change: take a new one after each update.
+        """
+        with torch.no_grad():
+            weights, biases = [], []
+            for i, (a, c) in enumerate(zip(self._actor_layers, self._critic_layers)):
+                w = torch.cat([a.weight, c.weight]) if i == 0 else torch.block_diag(a.weight, c.weight)
+                weights.append(w.t().contiguous())
+                biases.append(torch.cat([a.bias, c.bias]))
+        n_out, act, spec, log_std = self.spec.n_outputs, self._act, self.spec, self.log_std
+
+        def forward(obs: Tensor) -> tuple[ActionDist, Tensor]:
+            x = obs
+            for w, b in zip(weights[:-1], biases[:-1]):
+                x = act(torch.addmm(b, x, w))
+            out = torch.addmm(biases[-1], x, weights[-1])
+            return spec.distribution(out[:, :n_out], log_std), out[:, n_out]
+
+        return forward
 
     def value(self, obs: Tensor) -> Tensor:
         return self._mlp(self._critic_layers, obs).squeeze(-1)

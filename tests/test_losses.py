@@ -162,7 +162,7 @@ def test_sppo_rce_gradient_is_abs_z_times_ppo_gradient(head, Z):
     assert (adv[is_clipped] > 0).any() and (adv[is_clipped] < 0).any()
     assert ((ratio[~is_clipped] - 1).abs() > EPS).any()  # outside the range but not clipped
 
-    rev = ppo_reverse_loss(lp.exp(), old_lp.exp(), ratio, adv, EPS, "rce", Z)
+    rev = ppo_reverse_loss(ratio, old_lp.exp(), adv, EPS, "rce", Z)
     g_rev = _grad(rev, logits)
 
     assert _rel_err(g_rev, abs(Z) * g_ppo) < 1e-5
@@ -182,7 +182,7 @@ def test_sppo_mae_gradient_is_twice_ppo_gradient(head):
     g_ppo = _ppo_grad(logits, actions, dist_cls, adv, old_lp)
     lp = dist_cls(logits).log_prob(actions)
     ratio = torch.exp(lp - old_lp)
-    g_rev = _grad(ppo_reverse_loss(lp.exp(), old_lp.exp(), ratio, adv, EPS, "mae"), logits)
+    g_rev = _grad(ppo_reverse_loss(ratio, old_lp.exp(), adv, EPS, "mae"), logits)
     assert _rel_err(g_rev, 2.0 * g_ppo) < 1e-5
     assert torch.count_nonzero(_rows(g_rev)[CLIPPED]) == 0
 
@@ -383,8 +383,8 @@ def test_masked_ppo_loss_equals_loss_over_real_tokens_only():
     masked = ppo_policy_loss(ratio, adv, EPS, mask)
     selected = ppo_policy_loss(ratio[mask], adv[mask], EPS)
     torch.testing.assert_close(masked, selected, rtol=1e-12, atol=0)
-    rev_masked = ppo_reverse_loss(lp.exp(), old_lp.exp(), ratio, adv, EPS, "rce", -1.0, mask)
-    rev_sel = ppo_reverse_loss(lp.exp()[mask], old_lp.exp()[mask], ratio[mask], adv[mask], EPS)
+    rev_masked = ppo_reverse_loss(ratio, old_lp.exp(), adv, EPS, "rce", -1.0, mask)
+    rev_sel = ppo_reverse_loss(ratio[mask], old_lp.exp()[mask], adv[mask], EPS)
     torch.testing.assert_close(rev_masked, rev_sel, rtol=1e-12, atol=0)
 
 
@@ -446,3 +446,23 @@ def test_value_loss_clipped_gradient_by_hand():
     expected = [2 * (1.0 - 1.5) / 4, 0.0, 0.0, 2 * (-1.0 - 1.0) / 4]
     torch.testing.assert_close(g, torch.tensor(expected, dtype=DT))
     assert math.isfinite(g.sum().item())
+
+
+@pytest.mark.parametrize("reverse", ["rce", "mae"])
+def test_reverse_terms_equal_the_papers_literal_formulas(reverse):
+    """The library computes (1−π)/π_old as 1/π_old − r; the value must equal the formula as written."""
+    gen = torch.Generator().manual_seed(3)
+    lp = torch.log(torch.rand(64, generator=gen, dtype=torch.float64) * 0.9 + 0.05)
+    old_lp = torch.log(torch.rand(64, generator=gen, dtype=torch.float64) * 0.9 + 0.05)
+    adv = torch.randn(64, generator=gen, dtype=torch.float64)
+    prob, old_prob, ratio, Z, eps = lp.exp(), old_lp.exp(), torch.exp(lp - old_lp), -1.7, 0.2
+    clipped = ratio.clamp(1 - eps, 1 + eps)
+    f = (((ratio >= 1 - eps) & (ratio <= 1 + eps)) | (ratio * adv <= clipped * adv)).double()
+    core = -adv * Z * (1 - prob) if reverse == "rce" else adv * (1 - prob) - adv * prob
+    literal_ppo = (f * core / old_prob).mean()
+    torch.testing.assert_close(ppo_reverse_loss(ratio, old_prob, adv, eps, reverse, Z), literal_ppo)
+    torch.testing.assert_close(a2c_reverse_loss(prob, adv, reverse, Z), core.mean())
+    weights = LossWeights(pg=0.5, reverse=1.0, vf=0.0, ent=0.0, reverse_kind=reverse, Z=Z)
+    zeros = torch.zeros(64, dtype=torch.float64)
+    terms, _ = symmetric_loss("ppo", weights, lp, old_lp, adv, zeros, zeros, zeros, clip_range=eps)
+    torch.testing.assert_close(terms.reverse, literal_ppo)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from symrl.algos.update import UpdateSettings, gradient_step
+from symrl.flat import FlatParameters
+from symrl.algos.update import UpdateSettings, gradient_step, summarize
 
 
 def make_optimizer(params, lr: float) -> torch.optim.Optimizer:
@@ -13,6 +14,7 @@ def make_optimizer(params, lr: float) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-5)
 
 
-def a2c_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, Tensor],
+def a2c_update(model: nn.Module, params: FlatParameters, optimizer: torch.optim.Optimizer,
+               batch: dict[str, Tensor],
                s: UpdateSettings, gen: torch.Generator) -> dict[str, Tensor]:
-    return gradient_step(model, optimizer, batch, s)
+    return summarize([gradient_step(model, params, optimizer, batch, s)], s.clip_range)

@@ -32,6 +32,7 @@ from symrl.config import ConfigError, TrainConfig, config_from_dict
 from symrl.distributions import head_spec
 from symrl.envs import ObsNormalizer, RewardNormalizer, make_env, make_vec_env, observation_dim
 from symrl.evaluate import evaluate
+from symrl.flat import FlatParameters
 from symrl.losses import LossWeights, effective_pg_multiplier
 from symrl.nets import ActorCritic
 from symrl.noise import noisy_advantages, noisy_rewards
@@ -83,7 +84,8 @@ class OnPolicyTrainer:
         self.model = ActorCritic(obs_dim, self.spec, cfg.net.hidden, cfg.net.activation,
                                  cfg.net.log_std_init).to(self.device)
         make_optimizer, self.update_rule = UPDATE_RULES[cfg.family]
-        self.optimizer = make_optimizer(self.model.parameters(), cfg.lr)
+        self.flat = FlatParameters(self.model)
+        self.optimizer = make_optimizer([self.flat.param], cfg.lr)
         self.weights = loss_weights(cfg)
         self.obs_norm = ObsNormalizer((obs_dim,), cfg.norm_obs)
         self.rew_norm = RewardNormalizer(cfg.n_envs, cfg.gamma, cfg.norm_reward)
@@ -117,13 +119,13 @@ class OnPolicyTrainer:
     # ------------------------------------------------------------------ collect
     def collect(self) -> None:
         """Fill the buffer with ``n_steps`` vector steps of the current policy."""
-        buf, model, device = self.buffer, self.model, self.device
+        buf, device = self.buffer, self.device
+        policy = self.model.inference_snapshot()
         for t in range(self.cfg.n_steps):
             obs = torch.from_numpy(self.obs).to(device)
             with torch.inference_mode():
-                dist, value = model(obs)
-                action = dist.sample(self.action_gen)
-                log_prob = dist.log_prob(action)
+                dist, value = policy(obs)
+                action, log_prob = dist.sample_and_log_prob(self.action_gen)
             buf.obs[t] = obs
             buf.actions[t] = action
             buf.log_probs[t] = log_prob
@@ -141,7 +143,7 @@ class OnPolicyTrainer:
                 idx = np.flatnonzero(cut)
                 final = self.obs_norm.normalize(np.stack([info["final_obs"][i] for i in idx]))
                 with torch.inference_mode():
-                    buf.bootstrap[t, torch.from_numpy(idx)] = model.value(torch.from_numpy(final).to(device))
+                    buf.bootstrap[t, torch.from_numpy(idx)] = policy(torch.from_numpy(final).to(device))[1]
             self.obs_norm.update(raw_next)
             self.obs = self.obs_norm.normalize(raw_next)
         self.step += self.cfg.n_steps * self.cfg.n_envs
@@ -179,7 +181,7 @@ class OnPolicyTrainer:
         advantages, returns = self.advantages()
         settings = self.settings()
         batch = self.buffer.flat(advantages, returns)
-        stats = self.update_rule(self.model, self.optimizer, batch, settings, self.minibatch_gen)
+        stats = self.update_rule(self.model, self.flat, self.optimizer, batch, settings, self.minibatch_gen)
         stats["explained_variance"] = _explained_variance(batch["values"], batch["returns"])
         stats["lr"] = torch.tensor(self.optimizer.param_groups[0]["lr"])
         stats["clip_range"] = torch.tensor(settings.clip_range)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from symrl.algos.update import UpdateSettings, gradient_step, mean_stats
+from symrl.flat import FlatParameters
+from symrl.algos.update import UpdateSettings, approx_kl, gradient_step, summarize
 
 
 def make_optimizer(params, lr: float) -> torch.optim.Optimizer:
@@ -13,20 +14,20 @@ def make_optimizer(params, lr: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=lr, eps=1e-5, fused=True)
 
 
-def ppo_update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, Tensor],
+def ppo_update(model: nn.Module, params: FlatParameters, optimizer: torch.optim.Optimizer,
+               batch: dict[str, Tensor],
                s: UpdateSettings, gen: torch.Generator) -> dict[str, Tensor]:
     """``n_epochs`` passes over ``batch`` in minibatches of ``batch_size``; with ``target_kl`` the
     update stops early once a minibatch's approx KL exceeds 1.5·target_kl (as SB3)."""
     n = batch["obs"].shape[0]
-    collected = []
+    steps = []
     for _ in range(s.n_epochs):
         order = torch.randperm(n, generator=gen).to(batch["obs"].device)
         # one gather per epoch; the minibatches are then contiguous slices (views, no copies)
         shuffled = {k: v[order] for k, v in batch.items()}
         for start in range(0, n, s.batch_size):
             mb = {k: v[start:start + s.batch_size] for k, v in shuffled.items()}
-            stats = gradient_step(model, optimizer, mb, s)
-            collected.append(stats)
-            if s.target_kl is not None and stats["approx_kl"].item() > 1.5 * s.target_kl:
-                return mean_stats(collected)
-    return mean_stats(collected)
+            steps.append(gradient_step(model, params, optimizer, mb, s))
+            if s.target_kl is not None and approx_kl(steps[-1]["log_ratio"]).item() > 1.5 * s.target_kl:
+                return summarize(steps, s.clip_range)
+    return summarize(steps, s.clip_range)

@@ -1,4 +1,8 @@
-"""One gradient step on one (mini)batch: the piece PPO and A2C share."""
+"""One gradient step on one (mini)batch: the piece PPO and A2C share.
+
+Per-step statistics are kept as detached tensors and reduced once per update (``summarize``), so
+the hot loop does no host sync and as few extra tensor ops as possible.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from symrl import advantages as adv_ops
+from symrl.flat import FlatParameters
 from symrl.losses import LossWeights, symmetric_loss
 
 
@@ -26,38 +31,43 @@ class UpdateSettings:
     target_kl: float | None = None
 
 
-def gradient_step(model: nn.Module, optimizer: torch.optim.Optimizer, mb: dict[str, Tensor],
-                  s: UpdateSettings) -> dict[str, Tensor]:
-    """Loss on ``mb``, backward, clip the global gradient norm, step. Returns detached statistics."""
+def gradient_step(model: nn.Module, params: FlatParameters, optimizer: torch.optim.Optimizer,
+                  mb: dict[str, Tensor], s: UpdateSettings) -> dict[str, Tensor]:
+    """Loss on ``mb``, backward, clip the global gradient norm, step.
+
+    Returns detached loss terms plus the per-sample ``log_ratio`` and the advantages before and
+    after normalization, from which ``summarize`` computes approx KL, clip fraction and the
+    sign-change share.
+    """
     dist, values = model(mb["obs"])
     log_prob = dist.log_prob(mb["actions"])
     advantages = mb["advantages"]
-    sign_change = torch.zeros(())
-    if s.norm_adv and advantages.numel() > 1:
-        normalized = adv_ops.normalize(advantages)
-        sign_change = adv_ops.sign_change_share(advantages, normalized)
-        advantages = normalized
-    terms, ratio = symmetric_loss(
-        s.kind, s.weights, log_prob, mb["log_probs"], advantages, dist.entropy(), values,
+    used = adv_ops.normalize(advantages) if s.norm_adv and advantages.numel() > 1 else advantages
+    terms, _ = symmetric_loss(
+        s.kind, s.weights, log_prob, mb["log_probs"], used, dist.entropy(), values,
         mb["returns"], mb["values"], s.clip_range, s.clip_range_vf,
     )
-    optimizer.zero_grad(set_to_none=True)
+    params.zero_grad()
     terms.total.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm, foreach=True)
+    params.clip_grad_norm_(s.max_grad_norm)
     optimizer.step()
-
-    stats = {"policy_loss": terms.policy, "reverse_loss": terms.reverse, "value_loss": terms.value,
-             "entropy": terms.entropy, "sign_change": sign_change}
-    with torch.no_grad():
-        if ratio is None:
-            ratio = torch.exp(log_prob.detach() - mb["log_probs"])
-        log_ratio = torch.log(ratio.detach())
-        # Schulman's k3 estimator of KL(old || new), as SB3 and CleanRL log it.
-        stats["approx_kl"] = ((ratio.detach() - 1.0) - log_ratio).mean()
-        stats["clip_fraction"] = ((ratio.detach() - 1.0).abs() > s.clip_range).float().mean()
-    return stats
+    return {"policy_loss": terms.policy, "reverse_loss": terms.reverse, "value_loss": terms.value,
+            "entropy": terms.entropy, "log_ratio": log_prob.detach() - mb["log_probs"],
+            "adv_raw": advantages, "adv_used": used.detach()}
 
 
-def mean_stats(collected: list[dict[str, Tensor]]) -> dict[str, Tensor]:
-    """Average per-step statistics into one 0-d tensor per name (no host sync)."""
-    return {k: torch.stack([c[k] for c in collected]).mean() for k in collected[0]}
+def approx_kl(log_ratio: Tensor) -> Tensor:
+    """Schulman's k3 estimator of KL(old || new), as SB3 and CleanRL log it."""
+    return (torch.expm1(log_ratio) - log_ratio).mean()
+
+
+def summarize(steps: list[dict[str, Tensor]], clip_range: float) -> dict[str, Tensor]:
+    """One 0-d tensor per statistic over all gradient steps of an update."""
+    out = {k: torch.stack([st[k] for st in steps]).mean()
+           for k in ("policy_loss", "reverse_loss", "value_loss", "entropy")}
+    log_ratio = torch.cat([st["log_ratio"] for st in steps])
+    out["approx_kl"] = approx_kl(log_ratio)
+    out["clip_fraction"] = (torch.expm1(log_ratio).abs() > clip_range).float().mean()
+    out["sign_change"] = adv_ops.sign_change_share(torch.cat([st["adv_raw"] for st in steps]),
+                                                   torch.cat([st["adv_used"] for st in steps]))
+    return out

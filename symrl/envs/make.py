@@ -21,7 +21,7 @@ def make_vec_env(env_id: str, n_envs: int, vec_env: str = "sync") -> VectorEnv:
     to bootstrap on truncation)."""
     fns = [lambda: make_env(env_id) for _ in range(n_envs)]
     cls = AsyncVectorEnv if vec_env == "async" else SyncVectorEnv
-    return cls(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    return cls(fns, autoreset_mode=AutoresetMode.SAME_STEP, copy=False)
 
 
 def observation_dim(space: gym.Space) -> int:
