@@ -1,40 +1,53 @@
-"""Preallocated rollout storage on the training device: allocated once, written in place."""
+"""Preallocated rollout storage: NumPy arrays written in place while acting, read as tensors.
+
+Acting happens on the CPU in NumPy (see ``nets.InferenceSnapshot``), so the rollout is stored
+there; ``tensors`` hands it to the update as torch tensors that share memory on the CPU and are
+copied once per rollout to another training device.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
+FIELDS = ("obs", "actor_out", "actions", "values", "rewards", "terminated", "truncated", "bootstrap")
+
 
 class RolloutBuffer:
-    """Time-major (T, N, ...) tensors for one rollout of ``n_steps`` × ``n_envs``."""
+    """Time-major (T, N, ...) arrays for one rollout of ``n_steps`` × ``n_envs``.
 
-    def __init__(self, n_steps: int, n_envs: int, obs_dim: int, action_shape: tuple[int, ...],
-                 action_dtype: torch.dtype, device: torch.device):
+    ``bootstrap[t, i]`` holds V(final observation) where step t of env i was truncated, else 0;
+    ``truncated`` marks truncation without termination (a true end wins).
+    """
+
+    def __init__(self, n_steps: int, n_envs: int, obs_dim: int, n_outputs: int,
+                 action_shape: tuple[int, ...], action_dtype: torch.dtype):
         shape = (n_steps, n_envs)
-        z = lambda *extra, dtype=torch.float32: torch.zeros(shape + extra, dtype=dtype, device=device)  # noqa: E731
-        self.obs = z(obs_dim)
-        self.actions = z(*action_shape, dtype=action_dtype)
-        self.log_probs = z()
-        self.values = z()
-        self.rewards = z()
-        self.terminated = z()
-        self.truncated = z()
-        self.bootstrap = z()  # V(final observation) where the step was truncated, else 0
+        self.obs = np.zeros(shape + (obs_dim,), np.float32)
+        self.actor_out = np.zeros(shape + (n_outputs,), np.float32)
+        self.actions = np.zeros(shape + action_shape, np.int64 if action_dtype == torch.long else np.float32)
+        self.values = np.zeros(shape, np.float32)
+        self.rewards = np.zeros(shape, np.float32)
+        self.terminated = np.zeros(shape, np.float32)
+        self.truncated = np.zeros(shape, np.float32)
+        self.bootstrap = np.zeros(shape, np.float32)
         self.n_steps, self.n_envs = n_steps, n_envs
 
-    @property
-    def episode_end(self) -> Tensor:
-        return torch.maximum(self.terminated, self.truncated)
+    def tensors(self, device: torch.device) -> dict[str, Tensor]:
+        """Every field as a tensor on ``device`` (no copy on the CPU)."""
+        return {name: torch.from_numpy(getattr(self, name)).to(device) for name in FIELDS}
 
-    def flat(self, advantages: Tensor, returns: Tensor) -> dict[str, Tensor]:
-        """The rollout as one batch of n_steps·n_envs samples for the update."""
-        n = self.n_steps * self.n_envs
-        return {
-            "obs": self.obs.reshape(n, -1),
-            "actions": self.actions.reshape((n,) + self.actions.shape[2:]),
-            "log_probs": self.log_probs.reshape(n),
-            "values": self.values.reshape(n),
-            "advantages": advantages.reshape(n),
-            "returns": returns.reshape(n),
-        }
+
+def flatten(rollout: dict[str, Tensor], log_probs: Tensor, advantages: Tensor,
+            returns: Tensor) -> dict[str, Tensor]:
+    """The rollout as one batch of n_steps·n_envs samples: what a minibatch is cut from."""
+    n = advantages.numel()
+    return {
+        "obs": rollout["obs"].reshape(n, -1),
+        "actions": rollout["actions"].reshape((n,) + rollout["actions"].shape[2:]),
+        "log_probs": log_probs.reshape(n),
+        "values": rollout["values"].reshape(n),
+        "advantages": advantages.reshape(n),
+        "returns": returns.reshape(n),
+    }

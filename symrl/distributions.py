@@ -1,8 +1,14 @@
-"""Action heads with one interface: log_prob, entropy, prob (of the taken action), sample, mode.
+"""Action heads with one interface: log_prob, entropy, prob (of the taken action), mode.
 
 Written on raw tensor ops instead of ``torch.distributions`` to keep the per-minibatch op count
-(and so CPU overhead) low; sampling always takes an explicit ``torch.Generator`` so a run's
-randomness is fully seeded and can be checkpointed.
+(and so CPU overhead) low.
+
+Acting (``HeadSpec.act``) is separate and runs on NumPy arrays: the randomness of a whole rollout
+is drawn ahead from one seeded ``torch.Generator`` (``HeadSpec.draw_noise``), then each step turns
+the actor's output and its slice of noise into actions — Gumbel-max for categorical heads (an
+exact sampler: argmax(logits + Gumbel) ~ softmax(logits)), mean + std·ε for the Gaussian. Zero
+noise gives the mode. The log-probabilities of the taken actions are computed afterwards for the
+whole rollout at once, with the same ``log_prob`` the loss uses.
 """
 
 from __future__ import annotations
@@ -35,16 +41,8 @@ class Categorical:
     def entropy(self) -> Tensor:
         return -(self.log_probs.exp() * self.log_probs).sum(-1)
 
-    def sample(self, gen: torch.Generator | None = None) -> Tensor:
-        probs = self.log_probs.exp()
-        return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
-
     def mode(self) -> Tensor:
         return self.log_probs.argmax(-1)
-
-    def sample_and_log_prob(self, gen: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        actions = self.sample(gen)
-        return actions, self.log_prob(actions)
 
 
 class MultiCategorical:
@@ -62,17 +60,8 @@ class MultiCategorical:
     def entropy(self) -> Tensor:
         return -(self.log_probs.exp() * self.log_probs).sum((-2, -1))
 
-    def sample(self, gen: torch.Generator | None = None) -> Tensor:
-        b, d, k = self.log_probs.shape
-        probs = self.log_probs.exp().reshape(b * d, k)
-        return torch.multinomial(probs, 1, generator=gen).reshape(b, d)
-
     def mode(self) -> Tensor:
         return self.log_probs.argmax(-1)
-
-    def sample_and_log_prob(self, gen: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        actions = self.sample(gen)
-        return actions, self.log_prob(actions)
 
 
 class DiagGaussian:
@@ -96,19 +85,8 @@ class DiagGaussian:
     def entropy(self) -> Tensor:
         return (self.log_std + 0.5 * (1.0 + math.log(2 * math.pi))).sum(-1)
 
-    def sample(self, gen: torch.Generator | None = None) -> Tensor:
-        noise = torch.randn(self.mean.shape, generator=gen, dtype=self.mean.dtype)
-        return self.mean + self.log_std.exp() * noise.to(self.mean.device)
-
     def mode(self) -> Tensor:
         return self.mean
-
-    def sample_and_log_prob(self, gen: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """The log-density from the standard-normal draw itself: fewer ops than ``log_prob(sample)``."""
-        noise = torch.randn(self.mean.shape, generator=gen, dtype=self.mean.dtype).to(self.mean.device)
-        actions = self.mean + self.log_std.exp() * noise
-        const = self.log_std.sum(-1) + 0.5 * math.log(2 * math.pi) * self.mean.shape[-1]
-        return actions, -0.5 * noise.square().sum(-1) - const
 
 
 ActionDist = Categorical | MultiCategorical | DiagGaussian
@@ -147,6 +125,25 @@ class HeadSpec:
     def _pad_mask(self, device: torch.device) -> Tensor:
         k = max(self.nvec)
         return torch.tensor([[j >= n for j in range(k)] for n in self.nvec], device=device)
+
+    def draw_noise(self, shape: tuple[int, ...], gen: torch.Generator) -> np.ndarray:
+        """The randomness for ``shape`` (e.g. (n_steps, n_envs)) actions, as float32 NumPy."""
+        if self.kind == "gaussian":
+            return torch.randn(shape + (self.n_outputs,), generator=gen).numpy()
+        uniform = torch.rand(shape + (self.n_outputs,), generator=gen).clamp_min_(1e-20)
+        return (-torch.log(-torch.log(uniform))).numpy()  # standard Gumbel
+
+    def act(self, out: np.ndarray, noise: np.ndarray | None, std: np.ndarray | None = None) -> np.ndarray:
+        """Actions (B, *action_shape) from the actor output (B, n_outputs); ``noise=None`` → the mode."""
+        if self.kind == "gaussian":
+            return out if noise is None else out + std * noise
+        logits = out if noise is None else out + noise
+        if self.kind == "categorical":
+            return logits.argmax(-1)
+        logits = logits.reshape(out.shape[0], len(self.nvec), max(self.nvec))
+        if len(set(self.nvec)) > 1:
+            logits = np.where(self._pad_mask("cpu").numpy(), _PAD_LOGIT, logits)
+        return logits.argmax(-1)
 
     def to_env(self, actions: np.ndarray, discretized: bool) -> np.ndarray:
         """Stored actions → what ``env.step`` takes: bin centres for a discretized Box, clipped

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -60,32 +61,42 @@ class ActorCritic(nn.Module):
         """The action distribution and V(s) (shape (B,)) for a batch of observations."""
         return self.distribution(obs), self.value(obs)
 
-    def inference_snapshot(self) -> Callable[[Tensor], tuple[ActionDist, Tensor]]:
-        """``model(obs)`` for acting, from the current weights fused into one block-diagonal MLP.
-
-        Actor and critic layers are stacked (first layer) or block-diagonal (the rest), so a step
-        costs one matmul per depth instead of two; zeros in the off-diagonal blocks make the result
-        the same as ``forward``. Valid until the weights change: take a new one after each update.
-        """
-        with torch.no_grad():
-            weights, biases = [], []
-            for i, (a, c) in enumerate(zip(self._actor_layers, self._critic_layers)):
-                w = torch.cat([a.weight, c.weight]) if i == 0 else torch.block_diag(a.weight, c.weight)
-                weights.append(w.t().contiguous())
-                biases.append(torch.cat([a.bias, c.bias]))
-        n_out, act, spec, log_std = self.spec.n_outputs, self._act, self.spec, self.log_std
-
-        def forward(obs: Tensor) -> tuple[ActionDist, Tensor]:
-            x = obs
-            for w, b in zip(weights[:-1], biases[:-1]):
-                x = act(torch.addmm(b, x, w))
-            out = torch.addmm(biases[-1], x, weights[-1])
-            return spec.distribution(out[:, :n_out], log_std), out[:, n_out]
-
-        return forward
+    def inference_snapshot(self) -> "InferenceSnapshot":
+        """The current weights as a NumPy policy for acting (see ``InferenceSnapshot``)."""
+        return InferenceSnapshot(self)
 
     def value(self, obs: Tensor) -> Tensor:
         return self._mlp(self._critic_layers, obs).squeeze(-1)
 
     def distribution(self, obs: Tensor) -> ActionDist:
         return self.spec.distribution(self._mlp(self._actor_layers, obs), self.log_std)
+
+
+class InferenceSnapshot:
+    """A frozen NumPy copy of an ``ActorCritic`` for acting: ``snapshot(obs) → (actor_out, value)``.
+
+    Why NumPy: acting runs one tiny batch per env step, where each torch op costs microseconds of
+    dispatch and NumPy a fraction of that; observations and actions are NumPy on both sides anyway.
+    Actor and critic are fused into one block-diagonal MLP (first layers stacked, later layers
+    block-diagonal), one matmul per depth; the zero blocks add exact zeros, so the outputs equal
+    ``forward``'s up to float rounding (tested). Valid until the weights change: the trainer takes
+    a new snapshot for every rollout.
+    """
+
+    def __init__(self, model: ActorCritic):
+        with torch.no_grad():
+            self.weights, self.biases = [], []
+            for i, (a, c) in enumerate(zip(model._actor_layers, model._critic_layers)):
+                w = torch.cat([a.weight, c.weight]) if i == 0 else torch.block_diag(a.weight, c.weight)
+                self.weights.append(w.t().contiguous().cpu().numpy())
+                self.biases.append(torch.cat([a.bias, c.bias]).cpu().numpy())
+            self.std = None if model.log_std is None else model.log_std.exp().cpu().numpy()
+        self.n_out = model.spec.n_outputs
+        self._act = np.tanh if model._act is torch.tanh else (lambda x: np.maximum(x, 0.0))
+
+    def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = obs
+        for w, b in zip(self.weights[:-1], self.biases[:-1]):
+            x = self._act(x @ w + b)
+        out = x @ self.weights[-1] + self.biases[-1]
+        return out[:, :self.n_out], out[:, self.n_out]

@@ -61,24 +61,33 @@ def test_diag_gaussian_matches_torch():
     assert torch.equal(ours.mode(), mean)
 
 
-# --------------------------------------------------------------------------- sampling
+# --------------------------------------------------------------------------- sampling (HeadSpec.act)
+
+def _sample(spec, out: torch.Tensor, seed: int, std: np.ndarray | None = None) -> torch.Tensor:
+    """Actions the way the trainer draws them: pre-drawn noise from a seeded generator, then act()."""
+    noise = spec.draw_noise((out.shape[0],), _gen(seed))
+    return torch.from_numpy(np.asarray(spec.act(out.float().numpy(), noise, std)))
+
 
 def test_categorical_sampling_seeded_and_follows_probabilities():
     probs = torch.tensor([0.1, 0.2, 0.7], dtype=DT)
-    dist = Categorical(probs.log().expand(20_000, 3))
-    s1, s2 = dist.sample(_gen(7)), dist.sample(_gen(7))
+    spec = head_spec(spaces.Discrete(3))
+    logits = probs.log().expand(20_000, 3)
+    s1, s2 = _sample(spec, logits, 7), _sample(spec, logits, 7)
     assert torch.equal(s1, s2)
-    assert not torch.equal(s1, dist.sample(_gen(8)))
+    assert not torch.equal(s1, _sample(spec, logits, 8))
     assert s1.shape == (20_000,) and s1.dtype == torch.long
     freq = torch.bincount(s1, minlength=3).double() / s1.numel()
     torch.testing.assert_close(freq, probs, rtol=0, atol=0.015)
+    # no noise: the mode
+    assert (torch.from_numpy(spec.act(logits[:5].float().numpy(), None)) == 2).all()
 
 
 def test_multicategorical_sampling_seeded_and_follows_probabilities():
     probs = torch.tensor([[0.5, 0.5, 0.0], [0.1, 0.1, 0.8]], dtype=DT)
-    logits = probs.clamp_min(1e-30).log().expand(10_000, 2, 3)
-    dist = MultiCategorical(logits)
-    s1, s2 = dist.sample(_gen(9)), dist.sample(_gen(9))
+    spec = head_spec(spaces.MultiDiscrete([3, 3]))
+    logits = probs.clamp_min(1e-30).log().expand(10_000, 2, 3).reshape(10_000, 6)
+    s1, s2 = _sample(spec, logits, 9), _sample(spec, logits, 9)
     assert torch.equal(s1, s2)
     assert s1.shape == (10_000, 2)
     assert (s1[:, 0] != 2).all()
@@ -87,14 +96,15 @@ def test_multicategorical_sampling_seeded_and_follows_probabilities():
 
 
 def test_gaussian_sampling_seeded():
+    spec = head_spec(spaces.Box(-10, 10, (2,)))
     mean = torch.full((20_000, 2), 1.5, dtype=DT)
-    log_std = torch.tensor([0.0, math.log(0.1)], dtype=DT)
-    dist = DiagGaussian(mean, log_std)
-    s1, s2 = dist.sample(_gen(10)), dist.sample(_gen(10))
+    std = np.array([1.0, 0.1], np.float32)
+    s1, s2 = _sample(spec, mean, 10, std), _sample(spec, mean, 10, std)
     assert torch.equal(s1, s2)
-    assert not torch.equal(s1, dist.sample(_gen(11)))
-    torch.testing.assert_close(s1.mean(0), torch.tensor([1.5, 1.5], dtype=DT), rtol=0, atol=0.03)
-    torch.testing.assert_close(s1.std(0), torch.tensor([1.0, 0.1], dtype=DT), rtol=0.03, atol=0)
+    assert not torch.equal(s1, _sample(spec, mean, 11, std))
+    torch.testing.assert_close(s1.double().mean(0), torch.tensor([1.5, 1.5], dtype=DT), rtol=0, atol=0.03)
+    torch.testing.assert_close(s1.double().std(0), torch.tensor([1.0, 0.1], dtype=DT), rtol=0.03, atol=0)
+    np.testing.assert_array_equal(spec.act(mean[:3].float().numpy(), None, std), mean[:3].float().numpy())
 
 
 # --------------------------------------------------------------------------- head_spec
@@ -106,7 +116,7 @@ def test_head_spec_discrete():
     out = torch.randn(4, 5, generator=_gen(0))
     dist = spec.distribution(out)
     assert isinstance(dist, Categorical)
-    a = dist.sample(_gen(0))
+    a = _sample(spec, out, 0)
     assert a.shape == (4,)
     np.testing.assert_array_equal(spec.to_env(a.numpy(), False), a.numpy())
 
@@ -121,7 +131,7 @@ def test_head_spec_multidiscrete_unequal_nvec():
     out[:, 0, 3:] = 50.0
     out[:, 2, 2:] = 50.0
     dist = spec.distribution(out.reshape(5000, 15))
-    a = dist.sample(_gen(1))
+    a = _sample(spec, out.reshape(5000, 15), 1)
     assert (a[:, 0] < 3).all() and (a[:, 1] < 5).all() and (a[:, 2] < 2).all()
     assert len(torch.unique(a[:, 0])) == 3 and len(torch.unique(a[:, 2])) == 2
     for row in spec.to_env(a[:50].numpy(), False):
@@ -164,8 +174,7 @@ def test_head_spec_box_discretized():
     np.testing.assert_allclose(spec.to_env(np.arange(11)[:, None].repeat(3, 1), True)[:, 0],
                                np.linspace(-2.0, 2.0, 11), atol=1e-6)
     # samples from the head are valid bins
-    dist = spec.distribution(torch.randn(200, 33, generator=_gen(3)))
-    a = dist.sample(_gen(3))
+    a = _sample(spec, torch.randn(200, 33, generator=_gen(3)), 3)
     assert a.shape == (200, 3) and a.min() >= 0 and a.max() <= 10
 
 

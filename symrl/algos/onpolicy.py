@@ -27,7 +27,7 @@ import yaml
 from symrl import advantages as adv_ops
 from symrl.algos import a2c, ppo
 from symrl.algos.update import UpdateSettings
-from symrl.buffer import RolloutBuffer
+from symrl.buffer import RolloutBuffer, flatten
 from symrl.config import ConfigError, TrainConfig, config_from_dict
 from symrl.distributions import head_spec
 from symrl.envs import ObsNormalizer, RewardNormalizer, make_env, make_vec_env, observation_dim
@@ -90,8 +90,8 @@ class OnPolicyTrainer:
         self.obs_norm = ObsNormalizer((obs_dim,), cfg.norm_obs)
         self.rew_norm = RewardNormalizer(cfg.n_envs, cfg.gamma, cfg.norm_reward)
         self.action_gen, self.noise_gen, self.minibatch_gen = (_generator(cfg.seed, s) for s in (2, 3, 4))
-        self.buffer = RolloutBuffer(cfg.n_steps, cfg.n_envs, obs_dim, self.spec.action_shape,
-                                    self.spec.action_dtype, self.device)
+        self.buffer = RolloutBuffer(cfg.n_steps, cfg.n_envs, obs_dim, self.spec.n_outputs,
+                                    self.spec.action_shape, self.spec.action_dtype)
         self.eval_envs = [make_env(cfg.env) for _ in range(cfg.eval_episodes)]
         self.num_updates = math.ceil(cfg.total_steps / (cfg.n_envs * cfg.n_steps))
         # progress counters (all saved in checkpoints)
@@ -105,6 +105,7 @@ class OnPolicyTrainer:
         # per-episode bookkeeping of the training envs (reset at every sync point)
         self.obs = np.zeros((cfg.n_envs, obs_dim), np.float32)
         self.ep_return = np.zeros(cfg.n_envs)
+        self.last_values = np.zeros(cfg.n_envs, np.float32)
         self.finished_returns: list[float] = []
 
     # ------------------------------------------------------------------ environment sync points
@@ -118,35 +119,30 @@ class OnPolicyTrainer:
 
     # ------------------------------------------------------------------ collect
     def collect(self) -> None:
-        """Fill the buffer with ``n_steps`` vector steps of the current policy."""
-        buf, device = self.buffer, self.device
+        """Fill the buffer with ``n_steps`` vector steps of the current policy (acting in NumPy)."""
+        buf, spec, cfg = self.buffer, self.spec, self.cfg
         policy = self.model.inference_snapshot()
-        for t in range(self.cfg.n_steps):
-            obs = torch.from_numpy(self.obs).to(device)
-            with torch.inference_mode():
-                dist, value = policy(obs)
-                action, log_prob = dist.sample_and_log_prob(self.action_gen)
-            buf.obs[t] = obs
-            buf.actions[t] = action
-            buf.log_probs[t] = log_prob
-            buf.values[t] = value
-            raw_next, reward, terminated, truncated, info = self.envs.step(
-                self.spec.to_env(action.cpu().numpy(), self.discretized))
+        noise = spec.draw_noise((cfg.n_steps, cfg.n_envs), self.action_gen)
+        for t in range(cfg.n_steps):
+            out, value = policy(self.obs)
+            action = spec.act(out, noise[t], policy.std)
+            buf.obs[t], buf.actor_out[t], buf.actions[t], buf.values[t] = self.obs, out, action, value
+            raw_next, reward, terminated, truncated, info = self.envs.step(spec.to_env(action, self.discretized))
             episode_end = terminated | truncated
             self._track_episodes(reward, episode_end)
-            buf.rewards[t] = torch.from_numpy(self.rew_norm(reward, episode_end))
-            buf.terminated[t] = torch.from_numpy(terminated)
+            buf.rewards[t] = self.rew_norm(reward, episode_end)
+            buf.terminated[t] = terminated
             cut = truncated & ~terminated
-            buf.truncated[t] = torch.from_numpy(cut)
+            buf.truncated[t] = cut
             buf.bootstrap[t] = 0.0
             if cut.any():
                 idx = np.flatnonzero(cut)
                 final = self.obs_norm.normalize(np.stack([info["final_obs"][i] for i in idx]))
-                with torch.inference_mode():
-                    buf.bootstrap[t, torch.from_numpy(idx)] = policy(torch.from_numpy(final).to(device))[1]
+                buf.bootstrap[t, idx] = policy(final)[1]
             self.obs_norm.update(raw_next)
             self.obs = self.obs_norm.normalize(raw_next)
-        self.step += self.cfg.n_steps * self.cfg.n_envs
+        self.last_values = policy(self.obs)[1]
+        self.step += cfg.n_steps * cfg.n_envs
 
     def _track_episodes(self, reward: np.ndarray, episode_end: np.ndarray) -> None:
         self.ep_return += reward
@@ -155,16 +151,24 @@ class OnPolicyTrainer:
             self.ep_return[episode_end] = 0.0
 
     # ------------------------------------------------------------------ advantages and update
-    def advantages(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def advantages(self, rollout: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Training noise, then GAE (bootstrapping truncated steps), then advantage noise."""
-        cfg, buf = self.cfg, self.buffer
-        with torch.inference_mode():
-            last_values = self.model.value(torch.from_numpy(self.obs).to(self.device))
-        rewards = noisy_rewards(buf.rewards, cfg.noise, cfg.noise_scale, self.noise_gen)
-        next_values = adv_ops.next_values_from_rollout(buf.values, last_values, buf.bootstrap, buf.truncated)
-        advantages, returns = adv_ops.gae(rewards, buf.values, next_values, buf.terminated,
-                                          buf.episode_end, cfg.gamma, cfg.gae_lambda)
+        cfg = self.cfg
+        last_values = torch.from_numpy(self.last_values).to(self.device)
+        rewards = noisy_rewards(rollout["rewards"], cfg.noise, cfg.noise_scale, self.noise_gen)
+        next_values = adv_ops.next_values_from_rollout(rollout["values"], last_values, rollout["bootstrap"],
+                                                       rollout["truncated"])
+        episode_end = torch.maximum(rollout["terminated"], rollout["truncated"])
+        advantages, returns = adv_ops.gae(rewards, rollout["values"], next_values, rollout["terminated"],
+                                          episode_end, cfg.gamma, cfg.gae_lambda)
         return noisy_advantages(advantages, cfg.noise, cfg.noise_scale, self.noise_gen), returns
+
+    def old_log_probs(self, rollout: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log π_old(a|s) of the whole rollout in one batched call, from the stored actor outputs."""
+        n = self.cfg.n_steps * self.cfg.n_envs
+        with torch.no_grad():
+            dist = self.spec.distribution(rollout["actor_out"].reshape(n, -1), self.model.log_std)
+            return dist.log_prob(rollout["actions"].reshape((n,) + rollout["actions"].shape[2:]))
 
     def settings(self) -> UpdateSettings:
         cfg = self.cfg
@@ -178,9 +182,10 @@ class OnPolicyTrainer:
         if cfg.anneal_lr:
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.lr * (1.0 - self.update / self.num_updates)
-        advantages, returns = self.advantages()
+        rollout = self.buffer.tensors(self.device)
+        advantages, returns = self.advantages(rollout)
         settings = self.settings()
-        batch = self.buffer.flat(advantages, returns)
+        batch = flatten(rollout, self.old_log_probs(rollout), advantages, returns)
         stats = self.update_rule(self.model, self.flat, self.optimizer, batch, settings, self.minibatch_gen)
         stats["explained_variance"] = _explained_variance(batch["values"], batch["returns"])
         stats["lr"] = torch.tensor(self.optimizer.param_groups[0]["lr"])
@@ -193,7 +198,7 @@ class OnPolicyTrainer:
         cfg = self.cfg
         gen = torch.Generator().manual_seed(_seeds(cfg.seed, 5, self.n_evals, 1)[0])
         returns = evaluate(self.model, self.spec, self.eval_envs, _seeds(cfg.seed, 6, self.n_evals, cfg.eval_episodes),
-                           self.obs_norm, cfg.eval_deterministic, gen, self.discretized, self.device)
+                           self.obs_norm, cfg.eval_deterministic, gen, self.discretized)
         self.n_evals += 1
         row = {"step": self.step, "mean_return": float(returns.mean()), "std_return": float(returns.std()),
                "min_return": float(returns.min()), "max_return": float(returns.max()),
@@ -339,7 +344,7 @@ def evaluate_run(path: Path, episodes: int | None, deterministic: bool, seed: in
         gen = torch.Generator().manual_seed(seed)
         returns = evaluate(trainer.model, trainer.spec, trainer.eval_envs,
                            _seeds(seed, 6, 0, cfg.eval_episodes), trainer.obs_norm, deterministic, gen,
-                           trainer.discretized, trainer.device)
+                           trainer.discretized)
     finally:
         trainer.close()
     return {"run": str(path), "checkpoint_step": state["step"], "mean_return": float(returns.mean()),
