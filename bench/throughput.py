@@ -178,7 +178,9 @@ class SymrlRunner:
             "init_biases_zero": biases_zero(t.model),
             "action_dist": {"categorical": "categorical", "gaussian": "diag_gaussian"}.get(t.spec.kind, t.spec.kind),
             "log_std_init": t.model.log_std.detach()[0].item() if t.model.log_std is not None else None,
-            "optimizer": type(t.optimizer).__name__, "adam_eps": group["eps"], "adam_betas": list(group["betas"]),
+            # FlatAdam is torch's Adam arithmetic on one flat buffer (tests/test_flat.py checks it)
+            "optimizer": "Adam" if type(t.optimizer).__name__ == "FlatAdam" else type(t.optimizer).__name__,
+            "adam_eps": group["eps"], "adam_betas": list(group["betas"]),
             "weight_decay": group["weight_decay"],
             **_normalization(t.obs_norm.enabled, t.rew_norm.enabled, t.obs_norm.clip, t.rew_norm.clip,
                              t.obs_norm.eps, t.rew_norm.gamma),
@@ -459,7 +461,8 @@ IMPLEMENTATION_NOTES = [
     "Both: truncated episodes bootstrap with V(final observation); same-step autoreset.",
     "Both: value loss is plain MSE times vf_coef; advantages normalized per minibatch.",
     "Both: Gaussian actions clipped to the action bounds before env.step, unclipped sample kept for the update.",
-    "symrl Adam uses fused=True; SB3 uses torch's default Adam implementation (same eps/betas/lr).",
+    "symrl steps Adam (FlatAdam: torch's single-tensor Adam arithmetic) on one flat parameter buffer; "
+    "SB3 uses torch.optim.Adam per parameter tensor (same eps/betas/lr).",
     "symrl normalizes observations/rewards inside the trainer; SB3 in VecNormalize (same statistics, clip 10, eps 1e-8).",
     "SB3 envs are Monitor-wrapped (make_vec_env); symrl tracks episode returns itself.",
     "SB3 computes logging statistics with .item() per minibatch and runs callback hooks per step (its defaults).",

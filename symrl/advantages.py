@@ -45,7 +45,8 @@ def next_values_from_rollout(values: Tensor, last_values: Tensor, bootstrap: Ten
 
 def normalize(advantages: Tensor, eps: float = 1e-8) -> Tensor:
     """``(Â − mean) / (std + eps)`` over one minibatch, as SB3/CleanRL (unbiased std)."""
-    return (advantages - advantages.mean()) / (advantages.std() + eps)
+    std, mean = torch.std_mean(advantages)
+    return (advantages - mean) / (std + eps)
 
 
 def sign_change_share(before: Tensor, after: Tensor) -> Tensor:

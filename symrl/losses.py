@@ -187,12 +187,14 @@ def symmetric_loss(
     else:
         raise ValueError(f"kind: got {kind!r}, allowed: 'a2c', 'ppo'")
 
-    total = weights.pg * policy
+    total = policy if weights.pg == 1.0 else weights.pg * policy
     if weights.reverse != 0.0:
         total = total + weights.reverse * reverse
     value = value_loss(values, returns, old_values, clip_range_vf, mask)
     ent = entropy_bonus(entropy, mask)
-    total = total + weights.vf * value - weights.ent * ent
+    total = total + weights.vf * value
+    if weights.ent != 0.0:
+        total = total - weights.ent * ent
     terms = LossTerms(total, policy.detach(), reverse.detach(), value.detach(), ent.detach())
     return terms, ratio
 

@@ -49,3 +49,27 @@ def test_parameters_and_gradients_live_in_the_flat_buffers():
     # load_state_dict copies in place, so the aliasing survives a checkpoint round trip
     net.load_state_dict(copy.deepcopy(_net().state_dict()))
     assert torch.equal(torch.cat([p.reshape(-1) for p in net.parameters()]), flat.param)
+
+
+def test_flat_adam_is_torch_adam_and_round_trips():
+    from symrl.flat import FlatAdam
+
+    ref = torch.nn.Parameter(torch.randn(50, generator=torch.Generator().manual_seed(0)))
+    ours = torch.nn.Parameter(ref.detach().clone())
+    torch_adam = torch.optim.Adam([ref], lr=3e-3, eps=1e-5, foreach=False)
+    flat_adam = FlatAdam(ours, lr=3e-3, eps=1e-5)
+    gen = torch.Generator().manual_seed(1)
+    for i in range(20):
+        grad = torch.randn(50, generator=gen)
+        ref.grad, ours.grad = grad.clone(), grad.clone()
+        if i == 10:  # a schedule changes the learning rate through param_groups, as with torch's
+            torch_adam.param_groups[0]["lr"] = flat_adam.param_groups[0]["lr"] = 1e-3
+        torch_adam.step()
+        flat_adam.step()
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-7)
+    clone = FlatAdam(torch.nn.Parameter(ours.detach().clone()), lr=1.0)
+    clone.load_state_dict(flat_adam.state_dict())
+    ours.grad = clone.param.grad = torch.ones(50)
+    flat_adam.step()
+    clone.step()
+    assert torch.equal(clone.param, ours)

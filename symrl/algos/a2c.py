@@ -9,9 +9,10 @@ from symrl.flat import FlatParameters
 from symrl.algos.update import UpdateSettings, gradient_step, summarize
 
 
-def make_optimizer(params, lr: float) -> torch.optim.Optimizer:
-    """RMSprop as in the paper and SB3's A2C (alpha 0.99, eps 1e-5)."""
-    return torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-5)
+def make_optimizer(params: FlatParameters, lr: float) -> torch.optim.Optimizer:
+    """RMSprop as in the paper and SB3's A2C (alpha 0.99, eps 1e-5); one step per rollout, so
+    torch's own implementation costs nothing that matters."""
+    return torch.optim.RMSprop([params.param], lr=lr, alpha=0.99, eps=1e-5)
 
 
 def a2c_update(model: nn.Module, params: FlatParameters, optimizer: torch.optim.Optimizer,

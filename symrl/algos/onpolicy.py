@@ -75,17 +75,19 @@ class OnPolicyTrainer:
         self.envs = make_vec_env(cfg.env, cfg.n_envs, cfg.vec_env)
         self.spec = head_spec(self.envs.single_action_space, cfg.discretize)
         if cfg.beta > 0 and not self.spec.discrete:
+            self.envs.close()
             raise ConfigError(
                 f"beta: got {cfg.beta:g} with a Gaussian policy on {cfg.env}; the reverse term needs action "
                 "probabilities: set discretize=K (the paper uses 11) or beta=0")
         self.discretized = cfg.discretize > 0
         obs_dim = observation_dim(self.envs.single_observation_space)
-        torch.manual_seed(_seeds(cfg.seed, 1, 0, 1)[0])
-        self.model = ActorCritic(obs_dim, self.spec, cfg.net.hidden, cfg.net.activation,
-                                 cfg.net.log_std_init).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # seed the initialization without touching the caller's RNG
+            torch.manual_seed(_seeds(cfg.seed, 1, 0, 1)[0])
+            self.model = ActorCritic(obs_dim, self.spec, cfg.net.hidden, cfg.net.activation,
+                                     cfg.net.log_std_init).to(self.device)
         make_optimizer, self.update_rule = UPDATE_RULES[cfg.family]
         self.flat = FlatParameters(self.model)
-        self.optimizer = make_optimizer([self.flat.param], cfg.lr)
+        self.optimizer = make_optimizer(self.flat, cfg.lr)
         self.weights = loss_weights(cfg)
         self.obs_norm = ObsNormalizer((obs_dim,), cfg.norm_obs)
         self.rew_norm = RewardNormalizer(cfg.n_envs, cfg.gamma, cfg.norm_reward)

@@ -5,16 +5,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from symrl.flat import FlatParameters
+from symrl.flat import FlatAdam, FlatParameters
 from symrl.algos.update import UpdateSettings, approx_kl, gradient_step, summarize
 
 
-def make_optimizer(params, lr: float) -> torch.optim.Optimizer:
-    """Adam with eps 1e-5 (SB3, CleanRL); the fused kernel keeps per-step overhead low on CPU too."""
-    return torch.optim.Adam(params, lr=lr, eps=1e-5, fused=True)
+def make_optimizer(params: FlatParameters, lr: float) -> FlatAdam:
+    """Adam with eps 1e-5 (SB3, CleanRL) on the flat parameter buffer."""
+    return FlatAdam(params.param, lr=lr, eps=1e-5)
 
 
-def ppo_update(model: nn.Module, params: FlatParameters, optimizer: torch.optim.Optimizer,
+def ppo_update(model: nn.Module, params: FlatParameters, optimizer: FlatAdam,
                batch: dict[str, Tensor],
                s: UpdateSettings, gen: torch.Generator) -> dict[str, Tensor]:
     """``n_epochs`` passes over ``batch`` in minibatches of ``batch_size``; with ``target_kl`` the

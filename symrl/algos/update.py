@@ -31,7 +31,7 @@ class UpdateSettings:
     target_kl: float | None = None
 
 
-def gradient_step(model: nn.Module, params: FlatParameters, optimizer: torch.optim.Optimizer,
+def gradient_step(model: nn.Module, params: FlatParameters, optimizer,
                   mb: dict[str, Tensor], s: UpdateSettings) -> dict[str, Tensor]:
     """Loss on ``mb``, backward, clip the global gradient norm, step.
 
@@ -43,8 +43,13 @@ def gradient_step(model: nn.Module, params: FlatParameters, optimizer: torch.opt
     log_prob = dist.log_prob(mb["actions"])
     advantages = mb["advantages"]
     used = adv_ops.normalize(advantages) if s.norm_adv and advantages.numel() > 1 else advantages
+    if s.weights.ent != 0.0:
+        entropy = dist.entropy()
+    else:  # logged only: keep it out of the backward pass
+        with torch.no_grad():
+            entropy = dist.entropy()
     terms, _ = symmetric_loss(
-        s.kind, s.weights, log_prob, mb["log_probs"], used, dist.entropy(), values,
+        s.kind, s.weights, log_prob, mb["log_probs"], used, entropy, values,
         mb["returns"], mb["values"], s.clip_range, s.clip_range_vf,
     )
     params.zero_grad()
