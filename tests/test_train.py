@@ -187,3 +187,11 @@ def test_ppo_return_rises_on_cartpole(tmp_path):
     train(cfg)
     evals = [e["mean_return"] for e in read_jsonl(run_dir(cfg) / "eval.jsonl")]
     assert evals[-1] > 3 * evals[0] and evals[-1] >= 200, evals
+
+
+def test_async_vector_env_trains_exactly_like_sync(tmp_path):
+    sync = _cfg(tmp_path, experiment="sync", n_envs=3, total_steps=384, eval_every=0)
+    asynchronous = _cfg(tmp_path, experiment="async", n_envs=3, total_steps=384, eval_every=0, vec_env="async")
+    train(sync)
+    train(asynchronous)
+    _assert_same_params(_params(sync), _params(asynchronous))
