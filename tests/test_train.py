@@ -42,7 +42,14 @@ def _without_timing(rows: list[dict]) -> list[dict]:
 
 @pytest.mark.parametrize("algo", ["ppo", "sppo", "a2c", "sa2c"])
 def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, algo):
-    extra = {"n_steps": 8, "total_steps": 160, "checkpoint_every": 48, "eval_every": 64} if algo in ("a2c", "sa2c") else {}
+    extra = {
+        # schedules and early stopping resume mid-way
+        "ppo": {"anneal_lr": True, "anneal_clip": True, "target_kl": 0.02},
+        # normalizer statistics and the noise generator resume too
+        "sppo": {"norm_obs": True, "norm_reward": True, "noise": "gaussian", "noise_scale": 0.5},
+        "a2c": {"n_steps": 8, "total_steps": 160, "checkpoint_every": 48, "eval_every": 64},
+        "sa2c": {"n_steps": 8, "total_steps": 160, "checkpoint_every": 48, "eval_every": 64, "noise": "adv_flip"},
+    }[algo]
     whole = _cfg(tmp_path, algo=algo, experiment="whole", **extra)
     train(whole)
     parts = _cfg(tmp_path, algo=algo, experiment="parts", **extra)
@@ -195,3 +202,15 @@ def test_async_vector_env_trains_exactly_like_sync(tmp_path):
     train(sync)
     train(asynchronous)
     _assert_same_params(_params(sync), _params(asynchronous))
+
+
+def test_evaluation_reads_but_never_updates_the_normalizer(tmp_path):
+    trainer = OnPolicyTrainer(_cfg(tmp_path, norm_obs=True, norm_reward=True))
+    trainer.reset_envs()
+    trainer.collect()
+    before = trainer.obs_norm.state_dict()
+    trainer.evaluate()
+    after = trainer.obs_norm.state_dict()
+    assert before["count"] == after["count"] > 1
+    np.testing.assert_array_equal(before["mean"], after["mean"])
+    trainer.close()
