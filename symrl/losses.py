@@ -218,7 +218,7 @@ def effective_pg_multiplier(
     if reverse not in ("rce", "mae"):
         raise ValueError(f"reverse: got {reverse!r}, allowed: 'rce', 'mae'")
     rev_scale = abs(Z) if reverse == "rce" else 2.0
-    rev_text = f"|Z| = {abs(Z):g}" if reverse == "rce" else "2 (MAE)"
+    rev_text = f"|Z| (= {abs(Z):g})" if reverse == "rce" else "2 (MAE)"
     if algo in ("ppo", "sppo", "scaled_ppo"):
         value = alpha + beta * rev_scale
         formula = f"α + β·{'|Z|' if reverse == 'rce' else '2'} = {alpha:g} + {beta:g}·{rev_scale:g} = {value:g}"
