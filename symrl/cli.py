@@ -49,6 +49,17 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("presets", help="list the shipped presets and their sources")
 
+    sweep = sub.add_parser("sweep", help="run a grid of runs (envs × algos × seeds × any key) from a YAML spec")
+    sweep.add_argument("spec", help="a sweep spec, e.g. sweeps/lite.yaml")
+    sweep.add_argument("--workers", type=int, default=1, help="local worker processes (default: 1)")
+    sweep.add_argument("--backend", choices=("local", "ray"), default="local",
+                       help="local process pool, or Ray (pip install 'symrl[ray]') for clusters")
+    sweep.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
+
+    report = sub.add_parser("report", help="tables, statistics and figures from the runs under a folder")
+    report.add_argument("runs_dir", help="a folder holding run directories, e.g. runs/lite")
+    report.add_argument("--out", default=None, help="where report.md and figures go (default: RUNS_DIR/report)")
+
     demo = sub.add_parser("demo", help="PPO vs SPPO vs scaled PPO under reward noise, 3 seeds, table + figure")
     demo.add_argument("--out", default="runs", help="where runs and the figure go (default: runs)")
     demo.add_argument("--workers", type=int, default=2, help="parallel processes (default: 2)")
@@ -112,7 +123,23 @@ def _demo(args) -> int:
     return run_demo(Path(args.out), args.workers)
 
 
-COMMANDS = {"train": _train, "explain": _explain, "eval": _eval, "presets": _presets, "demo": _demo}
+def _sweep(args) -> int:
+    from symrl.sweep import run_sweep
+
+    return run_sweep(Path(args.spec), workers=args.workers, backend=args.backend, dry_run=args.dry_run)
+
+
+def _report(args) -> int:
+    from symrl.report import build_report
+
+    runs_dir = Path(args.runs_dir)
+    out = build_report(runs_dir, Path(args.out) if args.out else runs_dir / "report")
+    print(f"report: {out}")
+    return 0
+
+
+COMMANDS = {"train": _train, "explain": _explain, "eval": _eval, "presets": _presets, "demo": _demo,
+            "sweep": _sweep, "report": _report}
 
 if __name__ == "__main__":
     sys.exit(main())

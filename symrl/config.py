@@ -326,7 +326,13 @@ def _validate(cfg: TrainConfig) -> None:
 def _check_env_id(env_id: str) -> None:
     import gymnasium as gym
 
-    if env_id in gym.registry:
+    from symrl.envs.registry import ensure_registered
+
+    try:
+        name = ensure_registered(env_id)
+    except ImportError as err:
+        raise ConfigError(f"env: '{env_id}' could not be loaded: {err}") from None
+    if name in gym.registry:
         return
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}?" if close else "see `python -c 'import gymnasium; gymnasium.pprint_registry()'`"

@@ -22,7 +22,7 @@ CHECKPOINT = "checkpoints/latest.pt"
 
 
 def run_dir(cfg: TrainConfig) -> Path:
-    env_name = cfg.env.replace("/", "-")
+    env_name = cfg.env.replace("/", "-").replace(":", "-")
     return Path(cfg.out) / cfg.experiment / env_name / cfg.algo / f"seed{cfg.seed}"
 
 

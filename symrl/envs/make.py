@@ -6,9 +6,12 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
+from symrl.envs.registry import ensure_registered
+
 
 def make_env(env_id: str) -> gym.Env:
     """One environment, with the flattening every symrl network expects."""
+    ensure_registered(env_id)
     env = gym.make(env_id)
     if len(env.observation_space.shape or ()) != 1:
         env = gym.wrappers.FlattenObservation(env)
