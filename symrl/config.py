@@ -29,6 +29,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "vec_env": ("sync", "async"),
     "device": ("cpu", "cuda", "auto"),
     "net.activation": ("tanh", "relu"),
+    "env_backend": ("gymnasium", "envpool"),
 }
 # Noise parameters the paper used (Atari reward_flip 0.1; MuJoCo/Box2D gaussian 0.05).
 DEFAULT_NOISE_SCALE = {"none": 0.0, "reward_flip": 0.1, "gaussian": 0.05, "uniform": 0.05, "adv_flip": 0.1}
@@ -42,6 +43,18 @@ class NetConfig:
 
 
 @dataclass
+class AtariConfig:
+    """The paper's Atari preprocessing (PAPER.md §4); used for ALE/<Game>-v5 and <Game>NoFrameskip-v4."""
+
+    noop_max: int = 30
+    frame_skip: int = 4
+    frame_stack: int = 4
+    screen_size: int = 84
+    episodic_life: bool = True  # training only: a lost life ends the episode for GAE
+    clip_reward: bool = True  # training only: sign of the reward; reported scores stay raw
+
+
+@dataclass
 class TrainConfig:
     """One training run. ``None`` means "the default of the chosen algorithm" (see ``resolve``)."""
 
@@ -52,6 +65,8 @@ class TrainConfig:
     n_envs: int | None = None
     n_steps: int | None = None
     vec_env: str = "sync"
+    env_backend: str = "gymnasium"
+    atari: AtariConfig = field(default_factory=AtariConfig)
     # the symmetric loss: α·L_pg + β·L_rev (Z stands for log 0)
     alpha: float | None = None
     beta: float | None = None
@@ -226,7 +241,10 @@ def load_preset(name: str) -> dict[str, Any]:
         close = difflib.get_close_matches(name, preset_names(), n=1, cutoff=0.5)
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise ConfigError(f"preset: '{name}' does not exist; {hint}allowed: {', '.join(preset_names())}")
-    preset = yaml.safe_load(path.read_text())
+    try:
+        preset = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"preset: '{name}' ({path}) is not valid YAML: {str(err).splitlines()[0]}") from None
     if preset.get("extends"):
         base = load_preset(preset["extends"])
         preset["config"] = {**base.get("config", {}), **(preset.get("config") or {})}
@@ -257,8 +275,8 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
     """Fill algorithm-dependent defaults and validate; returns a new, fully explicit config."""
-    cfg = dataclasses.replace(cfg, net=dataclasses.replace(cfg.net))
-    for key in ("algo", "reverse", "noise", "vec_env", "device"):
+    cfg = dataclasses.replace(cfg, net=dataclasses.replace(cfg.net), atari=dataclasses.replace(cfg.atari))
+    for key in ("algo", "reverse", "noise", "vec_env", "device", "env_backend"):
         _check_choice(key, getattr(cfg, key))
     _check_choice("net.activation", cfg.net.activation)
     for key, value in FAMILY_DEFAULTS[cfg.family].items():
@@ -321,6 +339,30 @@ def _validate(cfg: TrainConfig) -> None:
     _require(bool(cfg.experiment) and "/" not in cfg.experiment,
              f"experiment: got {cfg.experiment!r}, allowed: a non-empty name without '/'")
     _check_env_id(cfg.env)
+    _check_backend(cfg)
+    for key in ("noop_max", "frame_skip", "frame_stack", "screen_size"):
+        value = getattr(cfg.atari, key)
+        _require(value >= (0 if key == "noop_max" else 1),
+                 f"atari.{key}: got {value}, allowed: an integer >= {0 if key == 'noop_max' else 1}")
+
+
+def _check_backend(cfg: TrainConfig) -> None:
+    """envpool serves Atari here; where it is not installed the run falls back to Gymnasium, says
+    so once, and records the backend it really used."""
+    import sys
+
+    from symrl.envs.atari import envpool_available
+    from symrl.envs.registry import is_atari
+
+    if cfg.env_backend != "envpool":
+        return
+    _require(is_atari(cfg.env.rpartition(":")[2]),
+             f"env_backend: envpool is supported for Atari ids (ALE/<Game>-v5, <Game>NoFrameskip-v4), "
+             f"not {cfg.env}; allowed here: gymnasium")
+    if not envpool_available():
+        print("symrl: envpool is not installed (pip install 'symrl[envpool]'); using the Gymnasium backend",
+              file=sys.stderr)
+        cfg.env_backend = "gymnasium"
 
 
 def _check_env_id(env_id: str) -> None:
