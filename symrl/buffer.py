@@ -21,10 +21,10 @@ class RolloutBuffer:
     ``truncated`` marks truncation without termination (a true end wins).
     """
 
-    def __init__(self, n_steps: int, n_envs: int, obs_dim: int, n_outputs: int,
-                 action_shape: tuple[int, ...], action_dtype: torch.dtype):
+    def __init__(self, n_steps: int, n_envs: int, obs_shape: tuple[int, ...], obs_dtype: np.dtype,
+                 n_outputs: int, action_shape: tuple[int, ...], action_dtype: torch.dtype):
         shape = (n_steps, n_envs)
-        self.obs = np.zeros(shape + (obs_dim,), np.float32)
+        self.obs = np.zeros(shape + obs_shape, obs_dtype)
         self.actor_out = np.zeros(shape + (n_outputs,), np.float32)
         self.actions = np.zeros(shape + action_shape, np.int64 if action_dtype == torch.long else np.float32)
         self.values = np.zeros(shape, np.float32)
@@ -44,7 +44,7 @@ def flatten(rollout: dict[str, Tensor], log_probs: Tensor, advantages: Tensor,
     """The rollout as one batch of n_steps·n_envs samples: what a minibatch is cut from."""
     n = advantages.numel()
     return {
-        "obs": rollout["obs"].reshape(n, -1),
+        "obs": rollout["obs"].reshape((n,) + rollout["obs"].shape[2:]),
         "actions": rollout["actions"].reshape((n,) + rollout["actions"].shape[2:]),
         "log_probs": log_probs.reshape(n),
         "values": rollout["values"].reshape(n),

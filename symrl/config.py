@@ -50,6 +50,7 @@ class AtariConfig:
     frame_skip: int = 4
     frame_stack: int = 4
     screen_size: int = 84
+    max_episode_frames: int = 108_000  # 30 minutes of play; agent steps = frames / frame_skip
     episodic_life: bool = True  # training only: a lost life ends the episode for GAE
     clip_reward: bool = True  # training only: sign of the reward; reported scores stay raw
 
@@ -340,7 +341,7 @@ def _validate(cfg: TrainConfig) -> None:
              f"experiment: got {cfg.experiment!r}, allowed: a non-empty name without '/'")
     _check_env_id(cfg.env)
     _check_backend(cfg)
-    for key in ("noop_max", "frame_skip", "frame_stack", "screen_size"):
+    for key in ("noop_max", "frame_skip", "frame_stack", "screen_size", "max_episode_frames"):
         value = getattr(cfg.atari, key)
         _require(value >= (0 if key == "noop_max" else 1),
                  f"atari.{key}: got {value}, allowed: an integer >= {0 if key == 'noop_max' else 1}")

@@ -100,3 +100,65 @@ class InferenceSnapshot:
             x = self._act(x @ w + b)
         out = x @ self.weights[-1] + self.biases[-1]
         return out[:, :self.n_out], out[:, self.n_out]
+
+
+class CNNActorCritic(nn.Module):
+    """The Nature DQN CNN (Mnih et al. 2015) as a trunk shared by the policy and value heads, on
+    uint8 frame stacks scaled by 1/255 (the paper's Atari network, as in SB3 and CleanRL)."""
+
+    def __init__(self, obs_shape: tuple[int, ...], spec: HeadSpec):
+        super().__init__()
+        self.spec = spec
+        channels, height, width = obs_shape
+        gain = math.sqrt(2)
+        convs = [nn.Conv2d(channels, 32, 8, stride=4), nn.Conv2d(32, 64, 4, stride=2), nn.Conv2d(64, 64, 3, stride=1)]
+        for conv in convs:
+            nn.init.orthogonal_(conv.weight, gain)
+            nn.init.zeros_(conv.bias)
+        with torch.no_grad():
+            flat = nn.Sequential(*convs)(torch.zeros(1, channels, height, width)).numel()
+        self.trunk = nn.Sequential(convs[0], nn.ReLU(), convs[1], nn.ReLU(), convs[2], nn.ReLU(), nn.Flatten(),
+                                   _layer(flat, 512, gain), nn.ReLU())
+        self.actor = _layer(512, spec.n_outputs, 0.01)
+        self.critic = _layer(512, 1, 1.0)
+        self.log_std = None
+
+    def _features(self, obs: Tensor) -> Tensor:
+        return self.trunk(obs.float() / 255.0)
+
+    def forward(self, obs: Tensor) -> tuple[ActionDist, Tensor]:
+        h = self._features(obs)
+        return self.spec.distribution(self.actor(h)), self.critic(h).squeeze(-1)
+
+    def value(self, obs: Tensor) -> Tensor:
+        return self.critic(self._features(obs)).squeeze(-1)
+
+    def distribution(self, obs: Tensor) -> ActionDist:
+        return self.spec.distribution(self.actor(self._features(obs)))
+
+    def inference_snapshot(self) -> "TorchSnapshot":
+        return TorchSnapshot(self)
+
+
+class TorchSnapshot:
+    """The acting interface of ``InferenceSnapshot`` for networks whose work is the convolutions:
+    NumPy in and out, torch (on the model's device) inside. It reads the live weights, which do
+    not change during a rollout."""
+
+    def __init__(self, model: CNNActorCritic):
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.std = None
+
+    def __call__(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            h = self.model._features(torch.from_numpy(np.ascontiguousarray(obs)).to(self.device))
+            return self.model.actor(h).cpu().numpy(), self.model.critic(h).squeeze(-1).cpu().numpy()
+
+
+def build_model(obs_shape: tuple[int, ...], spec: HeadSpec, hidden: Sequence[int], activation: str,
+                log_std_init: float) -> ActorCritic | CNNActorCritic:
+    """The CNN for image observations (stack, height, width), separate MLPs for vectors."""
+    if len(obs_shape) == 3:
+        return CNNActorCritic(obs_shape, spec)
+    return ActorCritic(int(np.prod(obs_shape)), spec, hidden, activation, log_std_init)

@@ -30,11 +30,14 @@ from symrl.algos.update import UpdateSettings
 from symrl.buffer import RolloutBuffer, flatten
 from symrl.config import ConfigError, TrainConfig, config_from_dict
 from symrl.distributions import head_spec
-from symrl.envs import ObsNormalizer, RewardNormalizer, make_env, make_vec_env, observation_dim
+from symrl.envs import (AtariSettings, ObsNormalizer, RewardNormalizer, is_image, make_env, make_vec_env,
+                        observation_shape)
+from symrl.envs.atari import semantics_note, training_signal
+from symrl.envs.registry import is_atari
 from symrl.evaluate import evaluate
 from symrl.flat import FlatParameters
 from symrl.losses import LossWeights, effective_pg_multiplier
-from symrl.nets import ActorCritic
+from symrl.nets import build_model
 from symrl.noise import noisy_advantages, noisy_rewards
 from symrl.run import RunDirectory, load_checkpoint, read_summary, save_checkpoint
 
@@ -72,29 +75,39 @@ class OnPolicyTrainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
-        self.envs = make_vec_env(cfg.env, cfg.n_envs, cfg.vec_env)
+        a = cfg.atari
+        self.atari = (AtariSettings(a.noop_max, a.frame_skip, a.frame_stack, a.screen_size, a.max_episode_frames)
+                      if is_atari(cfg.env.rpartition(":")[2]) else None)
+        if self.atari is not None:
+            print(f"symrl: {semantics_note(cfg.env)}", file=sys.stderr)
+        self.envs = make_vec_env(cfg.env, cfg.n_envs, cfg.vec_env, cfg.env_backend, self.atari)
         self.spec = head_spec(self.envs.single_action_space, cfg.discretize)
+        obs_shape = observation_shape(self.envs.single_observation_space)
+        problem = None
         if cfg.beta > 0 and not self.spec.discrete:
+            problem = (f"beta: got {cfg.beta:g} with a Gaussian policy on {cfg.env}; the reverse term needs "
+                       "action probabilities: set discretize=K (the paper uses 11) or beta=0")
+        elif cfg.norm_obs and is_image(obs_shape):
+            problem = f"norm_obs: {cfg.env} has image observations, which the CNN scales by 1/255; allowed: false"
+        if problem:
             self.envs.close()
-            raise ConfigError(
-                f"beta: got {cfg.beta:g} with a Gaussian policy on {cfg.env}; the reverse term needs action "
-                "probabilities: set discretize=K (the paper uses 11) or beta=0")
+            raise ConfigError(problem)
         self.discretized = cfg.discretize > 0
-        obs_dim = observation_dim(self.envs.single_observation_space)
         with torch.random.fork_rng(devices=[]):  # seed the initialization without touching the caller's RNG
             torch.manual_seed(_seeds(cfg.seed, 1, 0, 1)[0])
-            self.model = ActorCritic(obs_dim, self.spec, cfg.net.hidden, cfg.net.activation,
+            self.model = build_model(obs_shape, self.spec, cfg.net.hidden, cfg.net.activation,
                                      cfg.net.log_std_init).to(self.device)
         make_optimizer, self.update_rule = UPDATE_RULES[cfg.family]
         self.flat = FlatParameters(self.model)
         self.optimizer = make_optimizer(self.flat, cfg.lr)
         self.weights = loss_weights(cfg)
-        self.obs_norm = ObsNormalizer((obs_dim,), cfg.norm_obs)
+        self.obs_norm = ObsNormalizer(obs_shape, cfg.norm_obs)
         self.rew_norm = RewardNormalizer(cfg.n_envs, cfg.gamma, cfg.norm_reward)
         self.action_gen, self.noise_gen, self.minibatch_gen = (_generator(cfg.seed, s) for s in (2, 3, 4))
-        self.buffer = RolloutBuffer(cfg.n_steps, cfg.n_envs, obs_dim, self.spec.n_outputs,
+        obs_dtype = np.uint8 if is_image(obs_shape) else np.float32
+        self.buffer = RolloutBuffer(cfg.n_steps, cfg.n_envs, obs_shape, obs_dtype, self.spec.n_outputs,
                                     self.spec.action_shape, self.spec.action_dtype)
-        self.eval_envs = [make_env(cfg.env) for _ in range(cfg.eval_episodes)]
+        self.eval_envs = [make_env(cfg.env, self.atari) for _ in range(cfg.eval_episodes)]
         self.num_updates = math.ceil(cfg.total_steps / (cfg.n_envs * cfg.n_steps))
         # progress counters (all saved in checkpoints)
         self.update = 0
@@ -105,14 +118,17 @@ class OnPolicyTrainer:
         self.last_eval: dict[str, Any] | None = None
         self.elapsed = 0.0
         # per-episode bookkeeping of the training envs (reset at every sync point)
-        self.obs = np.zeros((cfg.n_envs, obs_dim), np.float32)
+        self.obs = np.zeros((cfg.n_envs,) + obs_shape, obs_dtype)
         self.ep_return = np.zeros(cfg.n_envs)
+        self.lives = np.zeros(cfg.n_envs, np.int64)
         self.last_values = np.zeros(cfg.n_envs, np.float32)
         self.finished_returns: list[float] = []
 
     # ------------------------------------------------------------------ environment sync points
     def reset_envs(self) -> None:
-        raw, _ = self.envs.reset(seed=_seeds(self.cfg.seed, 0, self.n_resets, self.cfg.n_envs))
+        raw, info = self.envs.reset(seed=_seeds(self.cfg.seed, 0, self.n_resets, self.cfg.n_envs))
+        if self.atari is not None:
+            self.lives = np.asarray(info["lives"]).copy()
         self.obs_norm.update(raw)
         self.obs = self.obs_norm.normalize(raw)
         self.rew_norm.reset()
@@ -131,8 +147,13 @@ class OnPolicyTrainer:
             buf.obs[t], buf.actor_out[t], buf.actions[t], buf.values[t] = self.obs, out, action, value
             raw_next, reward, terminated, truncated, info = self.envs.step(spec.to_env(action, self.discretized))
             episode_end = terminated | truncated
-            self._track_episodes(reward, episode_end)
-            buf.rewards[t] = self.rew_norm(reward, episode_end)
+            self._track_episodes(reward, episode_end)  # raw, full-game returns
+            if self.atari is not None:  # training-only reward clipping and episodic life
+                reward, life_lost = training_signal(reward, info["lives"], self.lives, episode_end,
+                                                    cfg.atari.clip_reward, cfg.atari.episodic_life)
+                self.lives = np.asarray(info["lives"]).copy()
+                terminated = terminated | life_lost
+            buf.rewards[t] = self.rew_norm(reward, terminated | truncated)
             buf.terminated[t] = terminated
             cut = truncated & ~terminated
             buf.truncated[t] = cut

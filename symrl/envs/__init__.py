@@ -1,6 +1,8 @@
-"""Environments: Gymnasium vector envs and the normalization wrappers' state."""
+"""Environments: Gymnasium vector envs or envpool, Atari preprocessing, normalization state."""
 
-from symrl.envs.make import make_env, make_vec_env, observation_dim
+from symrl.envs.atari import AtariSettings
+from symrl.envs.make import is_image, make_env, make_vec_env, observation_shape
 from symrl.envs.normalize import ObsNormalizer, RewardNormalizer, RunningMeanStd
 
-__all__ = ["make_env", "make_vec_env", "observation_dim", "ObsNormalizer", "RewardNormalizer", "RunningMeanStd"]
+__all__ = ["AtariSettings", "is_image", "make_env", "make_vec_env", "observation_shape", "ObsNormalizer",
+           "RewardNormalizer", "RunningMeanStd"]

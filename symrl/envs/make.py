@@ -1,16 +1,19 @@
-"""Building Gymnasium environments for training and evaluation."""
+"""Building environments for training and evaluation, on the Gymnasium or envpool backend."""
 
 from __future__ import annotations
 
 import gymnasium as gym
-import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
-from symrl.envs.registry import ensure_registered
+from symrl.envs.atari import AtariSettings, EnvpoolAtari, make_atari_env
+from symrl.envs.registry import ensure_registered, is_atari
 
 
-def make_env(env_id: str) -> gym.Env:
-    """One environment, with the flattening every symrl network expects."""
+def make_env(env_id: str, atari: AtariSettings | None = None) -> gym.Env:
+    """One environment: Atari ids get the paper's preprocessing (raw rewards kept), others a
+    flattened observation if theirs is not a vector."""
+    if is_atari(env_id.rpartition(":")[2]):
+        return make_atari_env(env_id, atari or AtariSettings())
     ensure_registered(env_id)
     env = gym.make(env_id)
     if len(env.observation_space.shape or ()) != 1:
@@ -18,14 +21,22 @@ def make_env(env_id: str) -> gym.Env:
     return env
 
 
-def make_vec_env(env_id: str, n_envs: int, vec_env: str = "sync") -> VectorEnv:
+def make_vec_env(env_id: str, n_envs: int, vec_env: str = "sync", backend: str = "gymnasium",
+                 atari: AtariSettings | None = None) -> VectorEnv | EnvpoolAtari:
     """``n_envs`` copies stepped together. Same-step autoreset: when an episode ends, the returned
     observation is already the next episode's, and ``info['final_obs']`` holds the last one (needed
-    to bootstrap on truncation)."""
-    fns = [lambda: make_env(env_id) for _ in range(n_envs)]
+    to bootstrap on truncation). ``copy=False``: the trainer copies observations into its buffer."""
+    if backend == "envpool":
+        return EnvpoolAtari(env_id, n_envs, atari or AtariSettings())
+    fns = [lambda: make_env(env_id, atari) for _ in range(n_envs)]
     cls = AsyncVectorEnv if vec_env == "async" else SyncVectorEnv
     return cls(fns, autoreset_mode=AutoresetMode.SAME_STEP, copy=False)
 
 
-def observation_dim(space: gym.Space) -> int:
-    return int(np.prod(space.shape))
+def observation_shape(space: gym.Space) -> tuple[int, ...]:
+    return tuple(int(d) for d in space.shape)
+
+
+def is_image(shape: tuple[int, ...]) -> bool:
+    """(stack, height, width) observations go to the CNN; vectors to the MLP."""
+    return len(shape) == 3

@@ -50,8 +50,8 @@ class ObsNormalizer:
             self.rms.update(obs)
 
     def normalize(self, obs: np.ndarray) -> np.ndarray:
-        if not self.enabled:
-            return obs.astype(np.float32, copy=False)
+        if not self.enabled:  # images stay uint8 (the CNN scales them); vectors become float32
+            return obs if obs.dtype == np.uint8 else obs.astype(np.float32, copy=False)
         out = (obs - self.rms.mean) / np.sqrt(self.rms.var + self.eps)
         return np.clip(out, -self.clip, self.clip).astype(np.float32)
 
