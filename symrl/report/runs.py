@@ -1,0 +1,97 @@
+"""Reading run directories from disk, whatever state they are in: finished, unfinished or failed."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory as found: its config, logs, summary and failure marker (any may be empty)."""
+
+    path: Path
+    config: dict
+    evals: list[dict]
+    metrics: list[dict]
+    summary: dict | None
+    failure: dict | None
+
+    @property
+    def experiment(self) -> str:
+        return self.config.get("experiment") or self._from_path(-4)
+
+    @property
+    def env(self) -> str:
+        return self.config.get("env") or self._from_path(-3)
+
+    @property
+    def algo(self) -> str:
+        return self.config.get("algo") or self._from_path(-2)
+
+    @property
+    def seed(self) -> int | None:
+        seed = self.config.get("seed")
+        if seed is None and self.path.name.startswith("seed") and self.path.name[4:].isdigit():
+            seed = int(self.path.name[4:])
+        return seed
+
+    @property
+    def status(self) -> str:
+        """'failed' (a failure marker), 'finished' (a finished summary and an evaluation) or 'unfinished'."""
+        if self.failure is not None:
+            return "failed"
+        if self.summary and self.summary.get("finished") and self.evals:
+            return "finished"
+        return "unfinished"
+
+    @property
+    def final_step(self) -> int | None:
+        return self.evals[-1]["step"] if self.evals else None
+
+    @property
+    def final_score(self) -> float | None:
+        """Mean return of the last evaluation: the run's score in every table and statistic."""
+        return self.evals[-1]["mean_return"] if self.evals else None
+
+    @property
+    def best_score(self) -> float | None:
+        return max(row["mean_return"] for row in self.evals) if self.evals else None
+
+    def _from_path(self, index: int) -> str:
+        # a run that failed before writing its config: fall back on <experiment>/<env>/<algo>/seed<k>
+        parts = self.path.parts
+        return parts[index] if len(parts) >= -index else "?"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSONL log up to the first torn line (a kill mid-write). Kept free of symrl.run,
+    which imports torch: a report only reads text."""
+    rows = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+def read_run(path: Path) -> Run:
+    files = {name: path / name for name in ("config.yaml", "summary.json", "failed.json")}
+    return Run(
+        path=path,
+        config=(yaml.safe_load(files["config.yaml"].read_text()) or {}) if files["config.yaml"].exists() else {},
+        evals=read_jsonl(path / "eval.jsonl"),
+        metrics=read_jsonl(path / "metrics.jsonl"),
+        summary=json.loads(files["summary.json"].read_text()) if files["summary.json"].exists() else None,
+        failure=json.loads(files["failed.json"].read_text()) if files["failed.json"].exists() else None,
+    )
+
+
+def find_runs(runs_dir: Path) -> list[Run]:
+    """Every folder under ``runs_dir`` holding a config.yaml or a failed.json, sorted by path."""
+    found = {p.parent for name in ("config.yaml", "failed.json") for p in runs_dir.rglob(name)}
+    return [read_run(path) for path in sorted(found)]
