@@ -6,8 +6,10 @@ allowed; the CLI prints it as one line.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import functools
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -126,7 +128,9 @@ SYMMETRIC_DEFAULTS = {"a2c": (1.0, 0.0), "ppo": (1.0, 0.0), "sa2c": (0.5, 1.0), 
                       "scaled_ppo": (0.5, 1.0)}
 
 
+@functools.cache
 def _fields(cls: type) -> dict[str, Any]:
+    """Field name → type; cached because get_type_hints dominates building many configs (sweeps)."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
@@ -237,6 +241,11 @@ def preset_names() -> list[str]:
 def load_preset(name: str) -> dict[str, Any]:
     """A preset file: {'description', 'source', 'config': {key: value}}; ``extends: OTHER`` starts
     from another preset's config, so variants of one setting state only what differs."""
+    return copy.deepcopy(_load_preset(name))
+
+
+@functools.cache
+def _load_preset(name: str) -> dict[str, Any]:
     path = _preset_dir() / f"{name}.yaml"
     if not path.exists():
         close = difflib.get_close_matches(name, preset_names(), n=1, cutoff=0.5)

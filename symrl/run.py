@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from symrl.config import ConfigError, TrainConfig
@@ -45,11 +44,17 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
+# torch is imported where checkpoints are read or written, so that reading logs (symrl report)
+# does not pay for importing it.
 def save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
+    import torch
+
     atomic_write_bytes(directory / CHECKPOINT, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(directory: Path) -> dict[str, Any] | None:
+    import torch
+
     path = directory / CHECKPOINT
     if not path.exists():
         return None

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from symrl.run import read_jsonl
+
 
 @dataclass(frozen=True)
 class Run:
@@ -65,18 +67,6 @@ class Run:
         # a run that failed before writing its config: fall back on <experiment>/<env>/<algo>/seed<k>
         parts = self.path.parts
         return parts[index] if len(parts) >= -index else "?"
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The rows of a JSONL log up to the first torn line (a kill mid-write). Kept free of symrl.run,
-    which imports torch: a report only reads text."""
-    rows = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
 
 
 def read_run(path: Path) -> Run:
