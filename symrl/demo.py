@@ -60,14 +60,15 @@ def run_demo(out: Path, workers: int = 2) -> int:
 
 
 def comparison_table(configs: list[TrainConfig]) -> str:
-    """Markdown table: final deterministic eval return per method, mean ± std and IQM over seeds."""
+    """Markdown table: final deterministic eval return per method, mean ± sample std and IQM over seeds
+    (the same statistics as `symrl report`)."""
     lines = ["| method | PG multiplier | final eval mean ± std | IQM | seeds |", "|---|---|---|---|---|"]
     for method in METHODS:
         runs = [c for c in configs if c.algo == method]
         finals = np.array([read_jsonl(run_dir(c) / "eval.jsonl")[-1]["mean_return"] for c in runs])
         c = runs[0]
         mult = effective_pg_multiplier(c.algo, c.alpha, c.beta, c.Z, c.reverse).value
-        lines.append(f"| {method} | {mult:g} | {finals.mean():.1f} ± {finals.std():.1f} | {iqm(finals):.1f} "
+        lines.append(f"| {method} | {mult:g} | {finals.mean():.1f} ± {finals.std(ddof=1):.1f} | {iqm(finals):.1f} "
                      f"| {len(finals)} |")
     return "\n".join(lines)
 
