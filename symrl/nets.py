@@ -124,7 +124,8 @@ class CNNActorCritic(nn.Module):
         self.log_std = None
 
     def _features(self, obs: Tensor) -> Tensor:
-        return self.trunk(obs.float() / 255.0)
+        # channels_last: oneDNN's convolutions (the first one's backward above all) run ~30% faster on it
+        return self.trunk((obs.float() / 255.0).contiguous(memory_format=torch.channels_last))
 
     def forward(self, obs: Tensor) -> tuple[ActionDist, Tensor]:
         h = self._features(obs)
