@@ -333,10 +333,11 @@ class _Quiet:
 
 
 def _symrl_obs_scale(model: nn.Module, obs_shape: tuple[int, ...]) -> float | str:
-    """Checked numerically: the trunk's features equal trunk(obs / 255)."""
+    """Checked numerically: the trunk's features equal trunk(obs / 255), up to the float rounding of
+    a different convolution algorithm (symrl feeds the trunk in channels_last layout)."""
     x = torch.randint(0, 256, (2, *obs_shape), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        ok = torch.allclose(model._features(x), model.trunk(x.float() / 255.0), atol=1e-6)
+        ok = torch.allclose(model._features(x), model.trunk(x.float() / 255.0), rtol=1e-4, atol=1e-5)
     return 1 / 255 if ok else "not 1/255"
 
 
