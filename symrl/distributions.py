@@ -105,6 +105,14 @@ class HeadSpec:
     high: np.ndarray | None = None
     start: np.ndarray | int = 0  # first action value of a Discrete/MultiDiscrete space
     env_shape: tuple[int, ...] = ()  # the Box's own action shape (heads work on it flattened)
+    padding: np.ndarray | None = None  # (D, K) true where a MultiDiscrete dimension has fewer choices
+
+    @staticmethod
+    def padding_for(nvec: tuple[int, ...]) -> np.ndarray | None:
+        """Built once per head, not per call: MultiDiscrete spaces with unequal sizes pad to max(nvec)."""
+        if len(set(nvec)) == 1:
+            return None
+        return np.arange(max(nvec))[None, :] >= np.asarray(nvec)[:, None]
 
     @property
     def discrete(self) -> bool:
@@ -117,14 +125,10 @@ class HeadSpec:
         if self.kind == "multicategorical":
             k = max(self.nvec)
             logits = out.reshape(out.shape[0], len(self.nvec), k)
-            if len(set(self.nvec)) > 1:
-                logits = logits.masked_fill(self._pad_mask(out.device), _PAD_LOGIT)
+            if self.padding is not None:
+                logits = logits.masked_fill(torch.from_numpy(self.padding).to(out.device), _PAD_LOGIT)
             return MultiCategorical(logits)
         return DiagGaussian(out, log_std)
-
-    def _pad_mask(self, device: torch.device) -> Tensor:
-        k = max(self.nvec)
-        return torch.tensor([[j >= n for j in range(k)] for n in self.nvec], device=device)
 
     def draw_noise(self, shape: tuple[int, ...], gen: torch.Generator) -> np.ndarray:
         """The randomness for ``shape`` (e.g. (n_steps, n_envs)) actions, as float32 NumPy."""
@@ -141,8 +145,8 @@ class HeadSpec:
         if self.kind == "categorical":
             return logits.argmax(-1)
         logits = logits.reshape(out.shape[0], len(self.nvec), max(self.nvec))
-        if len(set(self.nvec)) > 1:
-            logits = np.where(self._pad_mask("cpu").numpy(), _PAD_LOGIT, logits)
+        if self.padding is not None:
+            logits = np.where(self.padding, _PAD_LOGIT, logits)
         return logits.argmax(-1)
 
     def to_env(self, actions: np.ndarray, discretized: bool) -> np.ndarray:
@@ -170,7 +174,7 @@ def head_spec(space: spaces.Space, discretize: int = 0) -> HeadSpec:
             raise ValueError("discretize: only applies to continuous (Box) action spaces; use 0")
         nvec = tuple(int(n) for n in np.asarray(space.nvec).ravel())
         return HeadSpec("multicategorical", len(nvec) * max(nvec), (len(nvec),), torch.long, nvec,
-                        start=np.asarray(space.start).ravel())
+                        start=np.asarray(space.start).ravel(), padding=HeadSpec.padding_for(nvec))
     if isinstance(space, spaces.Box):
         if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
             raise ValueError("env: the action space has infinite bounds; symrl needs a bounded Box")

@@ -33,3 +33,9 @@ def evaluate(model: ActorCritic, spec: HeadSpec, envs: list[gym.Env], seeds: lis
             if terminated or truncated:
                 active[i] = False
     return returns
+
+
+def return_stats(returns: np.ndarray) -> dict[str, float | int]:
+    """The numbers an evaluation row reports about its episodes' raw returns."""
+    return {"mean_return": float(returns.mean()), "std_return": float(returns.std()),
+            "min_return": float(returns.min()), "max_return": float(returns.max()), "episodes": len(returns)}

@@ -34,7 +34,7 @@ from symrl.envs import (AtariSettings, ObsNormalizer, RewardNormalizer, is_image
                         observation_shape)
 from symrl.envs.atari import semantics_note, training_signal
 from symrl.envs.registry import is_atari
-from symrl.evaluate import evaluate
+from symrl.evaluate import evaluate, return_stats
 from symrl.flat import FlatParameters
 from symrl.losses import LossWeights, effective_pg_multiplier
 from symrl.nets import build_model
@@ -217,15 +217,18 @@ class OnPolicyTrainer:
         return stats
 
     # ------------------------------------------------------------------ evaluation
+    def evaluate_episodes(self, gen_seed: int, episode_seeds: list[int]) -> np.ndarray:
+        """Raw returns of one clean episode per eval env, with the policy's current weights."""
+        gen = torch.Generator().manual_seed(gen_seed)
+        return evaluate(self.model, self.spec, self.eval_envs, episode_seeds, self.obs_norm,
+                        self.cfg.eval_deterministic, gen, self.discretized)
+
     def evaluate(self) -> dict[str, Any]:
         cfg = self.cfg
-        gen = torch.Generator().manual_seed(_seeds(cfg.seed, 5, self.n_evals, 1)[0])
-        returns = evaluate(self.model, self.spec, self.eval_envs, _seeds(cfg.seed, 6, self.n_evals, cfg.eval_episodes),
-                           self.obs_norm, cfg.eval_deterministic, gen, self.discretized)
+        returns = self.evaluate_episodes(_seeds(cfg.seed, 5, self.n_evals, 1)[0],
+                                         _seeds(cfg.seed, 6, self.n_evals, cfg.eval_episodes))
         self.n_evals += 1
-        row = {"step": self.step, "mean_return": float(returns.mean()), "std_return": float(returns.std()),
-               "min_return": float(returns.min()), "max_return": float(returns.max()),
-               "episodes": len(returns), "deterministic": cfg.eval_deterministic}
+        row = {"step": self.step, **return_stats(returns), "deterministic": cfg.eval_deterministic}
         self.best_eval = max(self.best_eval, row["mean_return"])
         self.last_eval = row
         return row
@@ -364,15 +367,11 @@ def evaluate_run(path: Path, episodes: int | None, deterministic: bool, seed: in
     trainer = OnPolicyTrainer(cfg)
     try:
         trainer.load_state_dict(state)
-        gen = torch.Generator().manual_seed(seed)
-        returns = evaluate(trainer.model, trainer.spec, trainer.eval_envs,
-                           _seeds(seed, 6, 0, cfg.eval_episodes), trainer.obs_norm, deterministic, gen,
-                           trainer.discretized)
+        returns = trainer.evaluate_episodes(seed, _seeds(seed, 6, 0, cfg.eval_episodes))
     finally:
         trainer.close()
-    return {"run": str(path), "checkpoint_step": state["step"], "mean_return": float(returns.mean()),
-            "std_return": float(returns.std()), "min_return": float(returns.min()),
-            "max_return": float(returns.max()), "episodes": len(returns), "deterministic": deterministic}
+    return {"run": str(path), "checkpoint_step": state["step"], **return_stats(returns),
+            "deterministic": deterministic}
 
 
 def _next_multiple(step: int, every: int) -> int:
