@@ -8,7 +8,10 @@ STAMP  := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: venv test demo bench clean
+# The offline review corpus of `make demo-rlhf` (see ../shared/data/README.md).
+RLHF_DATA ?= ../shared/data/imdb_reviews_offline.jsonl.gz
+
+.PHONY: venv test demo demo-rlhf bench clean
 
 venv: $(STAMP)
 
@@ -26,8 +29,16 @@ test: venv
 demo: venv
 	$(VENV)/bin/symrl demo
 
+# Offline RLHF on CPU: build the small models once (reused when present), PPO vs SPPO vs scaled PPO
+# with 3 seeds, then the report (reward and KL curves, sample generations).
+demo-rlhf: venv
+	HF_HUB_OFFLINE=1 $(VENV)/bin/symrl lm prepare --data $(RLHF_DATA) --out models/imdb-offline
+	HF_HUB_OFFLINE=1 $(VENV)/bin/symrl sweep sweeps/rlhf-demo.yaml --workers 2
+	$(VENV)/bin/symrl report runs/imdb-offline
+	@echo "report: runs/imdb-offline/report/report.md"
+
 bench: venv
 	$(PY) bench/throughput.py
 
 clean:
-	rm -rf $(VENV) runs bench/results
+	rm -rf $(VENV) runs bench/results models

@@ -43,16 +43,37 @@ def next_values_from_rollout(values: Tensor, last_values: Tensor, bootstrap: Ten
     return torch.where(truncated.bool(), bootstrap, following)
 
 
-def normalize(advantages: Tensor, eps: float = 1e-8) -> Tensor:
-    """``(Â − mean) / (std + eps)`` over one minibatch, as SB3/CleanRL (unbiased std)."""
-    std, mean = torch.std_mean(advantages)
-    return (advantages - mean) / (std + eps)
+def token_gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
+    """GAE over generated tokens, batch-major (B, T): each sequence is one episode that terminates
+    at its last valid token (``mask`` is a prefix of ones). Padding gets zero advantage and return."""
+    valid = mask.bool()
+    values = values * valid
+    next_valid = torch.cat([valid[:, 1:], torch.zeros_like(valid[:, :1])], dim=1)
+    next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)
+    ended = (~next_valid).T
+    advantages, returns = gae(rewards.T * valid.T, values.T, next_values.T, ended, ended, gamma, lam)
+    return advantages.T * valid, returns.T * valid
 
 
-def sign_change_share(before: Tensor, after: Tensor) -> Tensor:
-    """Share of elements whose advantage sign changed under normalization (a 0-d tensor).
+def normalize(advantages: Tensor, mask: Tensor | None = None, eps: float = 1e-8) -> Tensor:
+    """``(Â − mean) / (std + eps)`` over one minibatch, as SB3/CleanRL (unbiased std); with a token
+    ``mask`` the statistics come from the valid tokens only and padding stays 0."""
+    if mask is None:
+        std, mean = torch.std_mean(advantages)
+        return (advantages - mean) / (std + eps)
+    valid = mask.bool()
+    if valid.sum() < 2:  # no spread to normalize by
+        return advantages * valid
+    std, mean = torch.std_mean(advantages[valid])
+    return torch.where(valid, (advantages - mean) / (std + eps), torch.zeros_like(advantages))
+
+
+def sign_change_share(before: Tensor, after: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Share of elements (valid tokens, with a ``mask``) whose advantage sign changed under
+    normalization (a 0-d tensor).
 
     The paper's argument: per-minibatch normalization flips the sign of some advantages, and the
     reverse term is meant to make PPO robust to that.
     """
-    return (torch.sign(before) != torch.sign(after)).to(before.dtype).mean()
+    changed = torch.sign(before) != torch.sign(after)
+    return changed.to(before.dtype).mean() if mask is None else changed[mask.bool()].to(before.dtype).mean()

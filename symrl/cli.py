@@ -1,4 +1,4 @@
-"""Command line: ``symrl train | explain | eval | presets | demo``.
+"""Command line: ``symrl train | explain | eval | presets | demo | sweep | report | rlhf | lm prepare``.
 
 Bad input exits with status 2 and one line naming the field and what is allowed; no traceback.
 """
@@ -20,6 +20,8 @@ examples:
   symrl train --preset classic-sppo noise=reward_flip noise_scale=0.2
   symrl explain algo=sppo alpha=0.5 beta=20
   symrl eval runs/default/CartPole-v1/sppo/seed0
+  symrl lm prepare --data ../shared/data/imdb_reviews_offline.jsonl.gz --out models/imdb-offline
+  symrl rlhf --preset imdb-offline-sppo seed=1
 """
 
 
@@ -47,7 +49,29 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     ev.add_argument("--seed", type=int, default=12345)
 
-    sub.add_parser("presets", help="list the shipped presets and their sources")
+    sub.add_parser("presets", help="list the shipped presets (train and rlhf) and their sources")
+
+    from symrl.llm.config import RLHFConfig
+
+    rlhf = sub.add_parser("rlhf", help="RLHF on a causal language model with PPO, SPPO or scaled PPO",
+                          formatter_class=argparse.RawDescriptionHelpFormatter,
+                          epilog=f"presets: {', '.join(preset_names('rlhf'))}\n"
+                                 f"keys: {', '.join(known_keys(RLHFConfig))}")
+    rlhf.add_argument("--preset", help="start from a shipped RLHF preset (see `symrl presets`)")
+    rlhf.add_argument("--force", action="store_true", help="start over even if the run exists or finished")
+    rlhf.add_argument("overrides", nargs="*", metavar="key=value")
+
+    lm = sub.add_parser("lm", help="language-model utilities")
+    lm_sub = lm.add_subparsers(dest="lm_command", required=True)
+    prepare = lm_sub.add_parser("prepare", help="train a BPE tokenizer, a small GPT-2 and a sentiment classifier "
+                                "on a review corpus, offline, for the imdb-offline-* presets")
+    prepare.add_argument("--data", required=True, help="a JSONL(.gz) of {text, label} reviews")
+    prepare.add_argument("--out", default="models/imdb-offline", help="folder for the models (default: %(default)s)")
+    prepare.add_argument("--size", default="small", help="model size: tiny, small (default; minutes on 2 CPU "
+                         "cores) or medium (a GPU)")
+    prepare.add_argument("--steps", type=int, default=None, help="pretraining steps (default: the size's)")
+    prepare.add_argument("--seed", type=int, default=0)
+    prepare.add_argument("--force", action="store_true", help="rebuild even if OUT holds a finished preparation")
 
     sweep = sub.add_parser("sweep", help="run a grid of runs (envs × algos × seeds × any key) from a YAML spec")
     sweep.add_argument("spec", help="a sweep spec, e.g. sweeps/lite.yaml")
@@ -110,10 +134,34 @@ def _eval(args) -> int:
 
 
 def _presets(args) -> int:
-    for name in preset_names():
-        preset = load_preset(name)
-        print(f"{name:24s} {preset.get('description', '')}")
-        print(f"{'':24s} source: {preset.get('source', '-')}")
+    for kind, title in (("train", "symrl train --preset NAME"), ("rlhf", "symrl rlhf --preset NAME")):
+        print(f"# {title}")
+        for name in preset_names(kind):
+            preset = load_preset(name, kind)
+            print(f"{name:24s} {preset.get('description', '')}")
+            print(f"{'':24s} source: {preset.get('source', '-')}")
+    return 0
+
+
+def _rlhf(args) -> int:
+    from symrl.llm.config import build_rlhf_config
+    from symrl.run import run_dir
+
+    cfg = build_rlhf_config(args.preset, parse_overrides(args.overrides))
+    from symrl.llm.trainer import train_rlhf
+
+    summary = train_rlhf(cfg, force=args.force)
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    print(f"run: {run_dir(cfg)}")
+    return 0
+
+
+def _lm(args) -> int:
+    from symrl.llm.prepare import prepare_from_file
+
+    info = prepare_from_file(args.data, Path(args.out), size=args.size, seed=args.seed, steps=args.steps,
+                             force=args.force)
+    print(json.dumps(info, indent=2, default=str))
     return 0
 
 
@@ -139,7 +187,7 @@ def _report(args) -> int:
 
 
 COMMANDS = {"train": _train, "explain": _explain, "eval": _eval, "presets": _presets, "demo": _demo,
-            "sweep": _sweep, "report": _report}
+            "sweep": _sweep, "report": _report, "rlhf": _rlhf, "lm": _lm}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -108,6 +108,11 @@ class TrainConfig:
     device: str = "cpu"
 
     @property
+    def subject(self) -> str:
+        """What the run learns on: its run directory is named after it."""
+        return self.env
+
+    @property
     def family(self) -> str:
         """'ppo' or 'a2c': which update rule the algorithm uses."""
         return "a2c" if self.algo in ("a2c", "sa2c") else "ppo"
@@ -135,10 +140,10 @@ def _fields(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def known_keys() -> list[str]:
-    """Every settable key, nested ones dotted (``net.hidden``)."""
+def known_keys(cls: type | None = None) -> list[str]:
+    """Every settable key of a config class (default: TrainConfig), nested ones dotted (``net.hidden``)."""
     keys = []
-    for name, tp in _fields(TrainConfig).items():
+    for name, tp in _fields(cls or TrainConfig).items():
         if dataclasses.is_dataclass(tp):
             keys += [f"{name}.{sub}" for sub in _fields(tp)]
         else:
@@ -146,9 +151,10 @@ def known_keys() -> list[str]:
     return keys
 
 
-def _unknown_key(key: str) -> ConfigError:
-    close = difflib.get_close_matches(key, known_keys(), n=1, cutoff=0.5)
-    hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(known_keys())}"
+def _unknown_key(key: str, root: type) -> ConfigError:
+    keys = known_keys(root)
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(keys)}"
     return ConfigError(f"unknown key '{key}'{hint}")
 
 
@@ -194,24 +200,29 @@ def _coerce(key: str, raw: Any, tp: Any) -> Any:
     raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - a programming error
 
 
-def _set(cfg: Any, key: str, raw: Any) -> None:
+def set_key(cfg: Any, key: str, raw: Any) -> None:
+    """Set a dotted ``key`` of any config dataclass from a parsed YAML value, checked and converted."""
+    _set(cfg, key, raw, type(cfg), "")
+
+
+def _set(cfg: Any, key: str, raw: Any, root: type, prefix: str) -> None:
     head, _, rest = key.partition(".")
     fields = _fields(type(cfg))
     if head not in fields:
-        raise _unknown_key(key)
+        raise _unknown_key(prefix + key, root)
     tp = fields[head]
     if dataclasses.is_dataclass(tp):
         if rest:
-            _set(getattr(cfg, head), rest, raw)
+            _set(getattr(cfg, head), rest, raw, root, f"{prefix}{head}.")
             return
         if not isinstance(raw, dict):
-            raise ConfigError(f"{key}: got {raw!r}, allowed: a mapping of {', '.join(_fields(tp))}")
+            raise ConfigError(f"{prefix}{key}: got {raw!r}, allowed: a mapping of {', '.join(_fields(tp))}")
         for sub, value in raw.items():
-            _set(getattr(cfg, head), str(sub), value)
+            _set(getattr(cfg, head), str(sub), value, root, f"{prefix}{head}.")
         return
     if rest:
-        raise _unknown_key(key)
-    setattr(cfg, head, _coerce(key, raw, tp))
+        raise _unknown_key(prefix + key, root)
+    setattr(cfg, head, _coerce(prefix + key, raw, tp))
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -230,33 +241,38 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- presets
 
-def _preset_dir() -> Path:
-    return Path(str(resources.files("symrl") / "presets"))
+# Presets of `symrl train` live in presets/, those of `symrl rlhf` in presets/rlhf/.
+PRESET_FOLDERS = {"train": "presets", "rlhf": "presets/rlhf"}
 
 
-def preset_names() -> list[str]:
-    return sorted(p.stem for p in _preset_dir().glob("*.yaml"))
+def _preset_dir(kind: str) -> Path:
+    return Path(str(resources.files("symrl") / PRESET_FOLDERS[kind]))
 
 
-def load_preset(name: str) -> dict[str, Any]:
+def preset_names(kind: str = "train") -> list[str]:
+    return sorted(p.stem for p in _preset_dir(kind).glob("*.yaml"))
+
+
+def load_preset(name: str, kind: str = "train") -> dict[str, Any]:
     """A preset file: {'description', 'source', 'config': {key: value}}; ``extends: OTHER`` starts
     from another preset's config, so variants of one setting state only what differs."""
-    return copy.deepcopy(_load_preset(name))
+    return copy.deepcopy(_load_preset(name, kind))
 
 
 @functools.cache
-def _load_preset(name: str) -> dict[str, Any]:
-    path = _preset_dir() / f"{name}.yaml"
+def _load_preset(name: str, kind: str) -> dict[str, Any]:
+    path = _preset_dir(kind) / f"{name}.yaml"
     if not path.exists():
-        close = difflib.get_close_matches(name, preset_names(), n=1, cutoff=0.5)
+        names = preset_names(kind)
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ConfigError(f"preset: '{name}' does not exist; {hint}allowed: {', '.join(preset_names())}")
+        raise ConfigError(f"preset: '{name}' does not exist; {hint}allowed: {', '.join(names)}")
     try:
         preset = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"preset: '{name}' ({path}) is not valid YAML: {str(err).splitlines()[0]}") from None
     if preset.get("extends"):
-        base = load_preset(preset["extends"])
+        base = load_preset(preset["extends"], kind)
         preset["config"] = {**base.get("config", {}), **(preset.get("config") or {})}
         preset.setdefault("source", base.get("source"))
     return preset
@@ -267,9 +283,9 @@ def build_config(preset: str | None = None, overrides: dict[str, Any] | None = N
     cfg = TrainConfig()
     if preset:
         for key, value in (load_preset(preset).get("config") or {}).items():
-            _set(cfg, key, value)
+            set_key(cfg, key, value)
     for key, value in (overrides or {}).items():
-        _set(cfg, key, value)
+        set_key(cfg, key, value)
     return resolve(cfg)
 
 
@@ -277,7 +293,7 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """A resolved configuration as saved in a run's config.yaml."""
     cfg = TrainConfig()
     for key, value in data.items():
-        _set(cfg, key, value)
+        set_key(cfg, key, value)
     return resolve(cfg)
 
 
@@ -287,8 +303,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     """Fill algorithm-dependent defaults and validate; returns a new, fully explicit config."""
     cfg = dataclasses.replace(cfg, net=dataclasses.replace(cfg.net), atari=dataclasses.replace(cfg.atari))
     for key in ("algo", "reverse", "noise", "vec_env", "device", "env_backend"):
-        _check_choice(key, getattr(cfg, key))
-    _check_choice("net.activation", cfg.net.activation)
+        check_choice(key, getattr(cfg, key))
+    check_choice("net.activation", cfg.net.activation)
     for key, value in FAMILY_DEFAULTS[cfg.family].items():
         if getattr(cfg, key) is None:
             setattr(cfg, key, value)
@@ -301,58 +317,58 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def _check_choice(key: str, value: str) -> None:
-    allowed = CHOICES[key]
+def check_choice(key: str, value: str, choices: dict[str, tuple[str, ...]] = CHOICES) -> None:
+    allowed = choices[key]
     if value not in allowed:
         raise ConfigError(f"{key}: got {value!r}, allowed: {', '.join(allowed)}")
 
 
-def _require(ok: bool, message: str) -> None:
+def require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
 
 
 def _validate(cfg: TrainConfig) -> None:
-    _require(cfg.Z < 0, f"Z: got {cfg.Z:g}, allowed: a negative number (Z stands for log 0; the paper uses -1)")
-    _require(cfg.beta >= 0, f"beta: got {cfg.beta:g}, allowed: a number >= 0 (0 turns the reverse term off)")
-    _require(cfg.alpha >= 0, f"alpha: got {cfg.alpha:g}, allowed: a number >= 0")
+    require(cfg.Z < 0, f"Z: got {cfg.Z:g}, allowed: a negative number (Z stands for log 0; the paper uses -1)")
+    require(cfg.beta >= 0, f"beta: got {cfg.beta:g}, allowed: a number >= 0 (0 turns the reverse term off)")
+    require(cfg.alpha >= 0, f"alpha: got {cfg.alpha:g}, allowed: a number >= 0")
     if cfg.algo in ("a2c", "ppo"):
-        _require(cfg.beta == 0, f"beta: got {cfg.beta:g} with algo={cfg.algo}, the plain baseline; "
+        require(cfg.beta == 0, f"beta: got {cfg.beta:g} with algo={cfg.algo}, the plain baseline; "
                  f"allowed: 0 (use algo=s{cfg.algo} for the symmetric loss)")
-    _require(cfg.discretize == 0 or cfg.discretize >= 2,
+    require(cfg.discretize == 0 or cfg.discretize >= 2,
              f"discretize: got {cfg.discretize}, allowed: 0 (off) or an integer >= 2 (bins per action dimension)")
     for key in ("total_steps", "n_envs", "n_steps", "n_epochs", "eval_episodes", "checkpoint_every"):
-        _require(getattr(cfg, key) >= 1, f"{key}: got {getattr(cfg, key)}, allowed: an integer >= 1")
-    _require(cfg.eval_every >= 0, f"eval_every: got {cfg.eval_every}, allowed: 0 (only at the end) or steps >= 1")
+        require(getattr(cfg, key) >= 1, f"{key}: got {getattr(cfg, key)}, allowed: an integer >= 1")
+    require(cfg.eval_every >= 0, f"eval_every: got {cfg.eval_every}, allowed: 0 (only at the end) or steps >= 1")
     rollout = cfg.n_envs * cfg.n_steps
     if cfg.batch_size is not None:
-        _require(1 <= cfg.batch_size <= rollout,
+        require(1 <= cfg.batch_size <= rollout,
                  f"batch_size: got {cfg.batch_size}, allowed: 1..{rollout} (n_envs × n_steps)")
-    _require(0 < cfg.gamma <= 1, f"gamma: got {cfg.gamma:g}, allowed: 0 < gamma <= 1")
-    _require(0 <= cfg.gae_lambda <= 1, f"gae_lambda: got {cfg.gae_lambda:g}, allowed: 0..1")
-    _require(cfg.lr > 0, f"lr: got {cfg.lr:g}, allowed: a number > 0")
-    _require(cfg.clip_range > 0, f"clip_range: got {cfg.clip_range:g}, allowed: a number > 0")
-    _require(cfg.clip_range_vf is None or cfg.clip_range_vf > 0,
+    require(0 < cfg.gamma <= 1, f"gamma: got {cfg.gamma:g}, allowed: 0 < gamma <= 1")
+    require(0 <= cfg.gae_lambda <= 1, f"gae_lambda: got {cfg.gae_lambda:g}, allowed: 0..1")
+    require(cfg.lr > 0, f"lr: got {cfg.lr:g}, allowed: a number > 0")
+    require(cfg.clip_range > 0, f"clip_range: got {cfg.clip_range:g}, allowed: a number > 0")
+    require(cfg.clip_range_vf is None or cfg.clip_range_vf > 0,
              f"clip_range_vf: got {cfg.clip_range_vf}, allowed: null (off) or a number > 0")
-    _require(cfg.target_kl is None or cfg.target_kl > 0,
+    require(cfg.target_kl is None or cfg.target_kl > 0,
              f"target_kl: got {cfg.target_kl}, allowed: null (off) or a number > 0")
-    _require(cfg.max_grad_norm > 0, f"max_grad_norm: got {cfg.max_grad_norm:g}, allowed: a number > 0")
+    require(cfg.max_grad_norm > 0, f"max_grad_norm: got {cfg.max_grad_norm:g}, allowed: a number > 0")
     for key in ("vf_coef", "ent_coef"):
-        _require(getattr(cfg, key) >= 0, f"{key}: got {getattr(cfg, key):g}, allowed: a number >= 0")
+        require(getattr(cfg, key) >= 0, f"{key}: got {getattr(cfg, key):g}, allowed: a number >= 0")
     if cfg.noise in ("reward_flip", "adv_flip"):
-        _require(0 <= cfg.noise_scale <= 1,
+        require(0 <= cfg.noise_scale <= 1,
                  f"noise_scale: got {cfg.noise_scale:g} for noise={cfg.noise}, allowed: a probability 0..1")
     else:
-        _require(cfg.noise_scale >= 0, f"noise_scale: got {cfg.noise_scale:g}, allowed: a number >= 0")
-    _require(len(cfg.net.hidden) >= 1 and all(w >= 1 for w in cfg.net.hidden),
+        require(cfg.noise_scale >= 0, f"noise_scale: got {cfg.noise_scale:g}, allowed: a number >= 0")
+    require(len(cfg.net.hidden) >= 1 and all(w >= 1 for w in cfg.net.hidden),
              f"net.hidden: got {cfg.net.hidden}, allowed: a list of layer widths >= 1, e.g. [64, 64]")
-    _require(bool(cfg.experiment) and "/" not in cfg.experiment,
+    require(bool(cfg.experiment) and "/" not in cfg.experiment,
              f"experiment: got {cfg.experiment!r}, allowed: a non-empty name without '/'")
     _check_env_id(cfg.env)
     _check_backend(cfg)
     for key in ("noop_max", "frame_skip", "frame_stack", "screen_size", "max_episode_frames"):
         value = getattr(cfg.atari, key)
-        _require(value >= (0 if key == "noop_max" else 1),
+        require(value >= (0 if key == "noop_max" else 1),
                  f"atari.{key}: got {value}, allowed: an integer >= {0 if key == 'noop_max' else 1}")
 
 
@@ -366,7 +382,7 @@ def _check_backend(cfg: TrainConfig) -> None:
 
     if cfg.env_backend != "envpool":
         return
-    _require(is_atari(cfg.env.rpartition(":")[2]),
+    require(is_atari(cfg.env.rpartition(":")[2]),
              f"env_backend: envpool is supported for Atari ids (ALE/<Game>-v5, <Game>NoFrameskip-v4), "
              f"not {cfg.env}; allowed here: gymnasium")
     if not envpool_available():

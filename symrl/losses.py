@@ -241,3 +241,13 @@ def effective_pg_multiplier(
                "genuinely different from A2C.")
         return PGMultiplier(None, formula, how)
     raise ValueError(f"algo: got {algo!r}, allowed: a2c, sa2c, ppo, sppo, scaled_ppo")
+
+
+def loss_weights(cfg) -> LossWeights:
+    """The weights of a run config (``symrl train`` or ``symrl rlhf``: any object with algo, alpha,
+    beta, Z, reverse, vf_coef, ent_coef). scaled_ppo is plain PPO with the policy loss weighted by
+    SPPO's effective multiplier."""
+    if cfg.algo == "scaled_ppo":
+        pg = effective_pg_multiplier("scaled_ppo", cfg.alpha, cfg.beta, cfg.Z, cfg.reverse).value
+        return LossWeights(pg, 0.0, cfg.vf_coef, cfg.ent_coef, cfg.reverse, cfg.Z)
+    return LossWeights(cfg.alpha, cfg.beta, cfg.vf_coef, cfg.ent_coef, cfg.reverse, cfg.Z)

@@ -21,7 +21,8 @@ CHECKPOINT = "checkpoints/latest.pt"
 
 
 def run_dir(cfg: TrainConfig) -> Path:
-    env_name = cfg.env.replace("/", "-").replace(":", "-")
+    """``<out>/<experiment>/<env or task>/<algo>/seed<k>``; any config with those fields (RLHF too)."""
+    env_name = cfg.subject.replace("/", "-").replace(":", "-")
     return Path(cfg.out) / cfg.experiment / env_name / cfg.algo / f"seed{cfg.seed}"
 
 

@@ -3,12 +3,13 @@
 A spec (see ``sweeps/``)::
 
     description: PPO vs SPPO vs scaled PPO on CartPole, with and without reward noise
+    command: train                 # optional: train (default) or rlhf (RLHFConfig keys and rlhf presets)
     preset: classic-ppo            # optional base preset of every run; a "preset" axis overrides it
-    base:                          # applied to every run: any TrainConfig key, nested ones dotted
+    base:                          # applied to every run: any config key, nested ones dotted
       total_steps: 81920
       out: runs
       experiment: "lite-{noise}"   # a template: {key} is the run's resolved setting, or {preset}
-    grid:                          # a cartesian product; each axis is a TrainConfig key or "preset"
+    grid:                          # a cartesian product; each axis is a config key or "preset"
       preset: [classic-ppo, classic-sppo, classic-scaled_ppo]
       seed: [0, 1, 2]
     grids:                         # optional: each entry joins `grid` (adding or replacing axes)
@@ -60,10 +61,13 @@ from typing import Any
 import yaml
 
 from symrl.config import ConfigError, TrainConfig, build_config, known_keys, resolve
+from symrl.llm.config import RLHFConfig, build_rlhf_config, resolve_rlhf
 from symrl.run import atomic_write_text, load_checkpoint, read_summary, run_dir
 
-SPEC_KEYS: dict[str, type] = {"description": str, "preset": str, "base": dict, "grid": dict, "grids": list,
+SPEC_KEYS: dict[str, type] = {"description": str, "command": str, "preset": str, "base": dict, "grid": dict, "grids": list,
                               "include": list, "exclude": list}
+# how a spec's ``command`` builds the config of each run
+COMMANDS: dict[str, Callable[..., TrainConfig | RLHFConfig]] = {"train": build_config, "rlhf": build_rlhf_config}
 LOG = "train.log"
 FAILED = "failed.json"
 
@@ -74,7 +78,7 @@ FAILED = "failed.json"
 class Run:
     """One run of a sweep: its resolved config, and the spec values that chose it (for messages)."""
 
-    cfg: TrainConfig
+    cfg: TrainConfig | RLHFConfig
     preset: str | None
     label: str
 
@@ -105,6 +109,8 @@ def load_spec(path: Path) -> dict[str, Any]:
         if value is not None and not isinstance(value, SPEC_KEYS[key]):
             kind = {str: "a string", dict: "a mapping", list: "a list of mappings"}[SPEC_KEYS[key]]
             raise ConfigError(f"{path}: {key}: got {value!r}, allowed: {kind}")
+    if spec.get("command", "train") not in COMMANDS:
+        raise ConfigError(f"{path}: command: got {spec['command']!r}, allowed: {', '.join(COMMANDS)}")
     for key in ("grids", "include", "exclude"):
         for i, entry in enumerate(spec.get(key) or []):
             if not isinstance(entry, dict):
@@ -149,14 +155,15 @@ def _label(values: dict[str, Any]) -> str:
 def _make_run(spec: dict[str, Any], values: dict[str, Any], label: str, origin: str) -> Run:
     preset = values.get("preset", spec.get("preset"))
     overrides = {**(spec.get("base") or {}), **{str(k): v for k, v in values.items() if k != "preset"}}
+    build = COMMANDS[spec.get("command", "train")]
     try:
-        cfg = _format_experiment(build_config(preset, overrides), preset)
+        cfg = _format_experiment(build(preset, overrides), preset)
     except ConfigError as err:
         raise ConfigError(f"{origin}: run {label}: {err}") from None
     return Run(cfg, preset, label)
 
 
-def _format_experiment(cfg: TrainConfig, preset: str | None) -> TrainConfig:
+def _format_experiment(cfg: TrainConfig | RLHFConfig, preset: str | None) -> TrainConfig | RLHFConfig:
     """``experiment: "lite-{noise}"`` → "lite-gaussian": runs that differ off the run-dir path
     still get their own dirs, with names that say why."""
     template = cfg.experiment
@@ -165,10 +172,11 @@ def _format_experiment(cfg: TrainConfig, preset: str | None) -> TrainConfig:
         name = template.format(preset=preset, **settings)
     except KeyError as err:
         raise ConfigError(f"experiment: the template {template!r} names {err}, which is not a setting; "
-                          "allowed: {preset} or any TrainConfig key, e.g. {noise}") from None
+                          "allowed: {preset} or any key of the run's config, e.g. {noise}") from None
     except (ValueError, IndexError, AttributeError) as err:
         raise ConfigError(f"experiment: bad template {template!r} ({err})") from None
-    return cfg if name == template else resolve(dataclasses.replace(cfg, experiment=name))
+    resolver = resolve_rlhf if isinstance(cfg, RLHFConfig) else resolve
+    return cfg if name == template else resolver(dataclasses.replace(cfg, experiment=name))
 
 
 def _setting(run: Run, key: str) -> Any:
@@ -187,10 +195,11 @@ def _matches(run: Run, pattern: dict[str, Any]) -> bool:
 def _exclude(runs: list[Run], patterns: list[dict[str, Any]], origin: str) -> list[Run]:
     """Drop runs whose resolved settings match every key of a pattern; a pattern that matches
     nothing is an error, because it is almost always a typo (Walker2d-v5 for Walker2d-v4)."""
+    keys = known_keys(type(runs[0].cfg)) if runs else []
     for i, pattern in enumerate(patterns):
         for key in pattern:
-            if key != "preset" and key not in known_keys():
-                raise ConfigError(f"{origin}: exclude[{i}]: unknown key '{key}'; allowed: preset or a TrainConfig key")
+            if key != "preset" and key not in keys:
+                raise ConfigError(f"{origin}: exclude[{i}]: unknown key '{key}'; allowed: preset or a key of the config")
         kept = [run for run in runs if not _matches(run, pattern)]
         if len(kept) == len(runs):
             raise ConfigError(f"{origin}: exclude[{i}] ({_label(pattern)}) matches no run of the grid")
@@ -294,12 +303,15 @@ class Outcome:
     error: str | None = None
 
 
-def execute(cfg: TrainConfig) -> Outcome:
+def execute(cfg: TrainConfig | RLHFConfig) -> Outcome:
     """Train (or resume) one run in this process, its output appended to ``<run_dir>/train.log``;
     an exception becomes a failed Outcome with the traceback in the log, so the sweep goes on."""
     import torch
 
-    from symrl.algos.onpolicy import train
+    if isinstance(cfg, RLHFConfig):
+        from symrl.llm.trainer import train_rlhf as train
+    else:
+        from symrl.algos.onpolicy import train
 
     torch.set_num_threads(1)
     with _output_to(run_dir(cfg) / LOG):
@@ -410,7 +422,7 @@ def run_local(runs: list[Run], workers: int, on_done: OnDone) -> None:
             worker.stop()
 
 
-def _execute_in(cwd: str, cfg: TrainConfig) -> Outcome:
+def _execute_in(cwd: str, cfg: TrainConfig | RLHFConfig) -> Outcome:
     """Ray workers do not start in the driver's folder; a relative ``out`` must mean the same there."""
     os.chdir(cwd)
     return execute(cfg)

@@ -222,7 +222,7 @@ def test_backend_ray_runs_the_sweep(tmp_path):
     assert all((tmp_path / "default" / "CartPole-v1" / "ppo" / f"seed{s}" / "summary.json").exists() for s in (0, 1))
 
 
-SHIPPED = sorted((ROOT / "sweeps").glob("*.yaml"))
+SHIPPED = sorted(p for p in (ROOT / "sweeps").glob("*.yaml") if not p.stem.startswith("rlhf"))
 # runs in all, total_steps of the envs named, total_steps of the others
 SHIPPED_FACTS = {
     "lite": (36, {}, 81_920),
@@ -232,6 +232,16 @@ SHIPPED_FACTS = {
     "mujoco-noise": (1260, {"Walker2d-v4": 5_000_000, "HumanoidStandup-v4": 10_000_000}, 2_000_000),
     "box2d": (720, {}, 2_000_000),
 }
+
+
+def test_rlhf_demo_spec_expands_to_three_methods_by_three_seeds():
+    data = ROOT.parent / "shared" / "data" / "imdb_reviews_offline.jsonl.gz"
+    if not data.exists():
+        pytest.skip(f"the offline review corpus is not at {data}")
+    runs = load_sweep(ROOT / "sweeps" / "rlhf-demo.yaml")
+    assert sorted((run.cfg.algo, run.cfg.seed) for run in runs) == [
+        (algo, seed) for algo in ("ppo", "scaled_ppo", "sppo") for seed in (0, 1, 2)]
+    assert {run.cfg.task for run in runs} == {"imdb"} and {run.cfg.experiment for run in runs} == {"imdb-offline"}
 
 
 def _presets_of(spec: dict) -> set[str]:

@@ -36,28 +36,13 @@ from symrl.envs.atari import semantics_note, training_signal
 from symrl.envs.registry import is_atari
 from symrl.evaluate import evaluate, return_stats
 from symrl.flat import FlatParameters
-from symrl.losses import LossWeights, effective_pg_multiplier
+from symrl.device import resolve_device
+from symrl.losses import effective_pg_multiplier, loss_weights
 from symrl.nets import build_model
 from symrl.noise import noisy_advantages, noisy_rewards
 from symrl.run import RunDirectory, load_checkpoint, read_summary, save_checkpoint
 
 UPDATE_RULES = {"ppo": (ppo.make_optimizer, ppo.ppo_update), "a2c": (a2c.make_optimizer, a2c.a2c_update)}
-
-
-def loss_weights(cfg: TrainConfig) -> LossWeights:
-    """scaled_ppo: plain PPO with the policy loss weighted by SPPO's effective multiplier."""
-    if cfg.algo == "scaled_ppo":
-        pg = effective_pg_multiplier("scaled_ppo", cfg.alpha, cfg.beta, cfg.Z, cfg.reverse).value
-        return LossWeights(pg, 0.0, cfg.vf_coef, cfg.ent_coef, cfg.reverse, cfg.Z)
-    return LossWeights(cfg.alpha, cfg.beta, cfg.vf_coef, cfg.ent_coef, cfg.reverse, cfg.Z)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: got 'cuda' but torch sees no CUDA GPU; allowed here: cpu, auto")
-    return torch.device(name)
 
 
 def _seeds(seed: int, stream: int, index: int, n: int) -> list[int]:

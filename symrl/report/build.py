@@ -11,6 +11,7 @@ from symrl.report.curves import learning_curves, metric_curves
 from symrl.report.figures import curve_figure
 from symrl.report.methods import Groups, Method, group_runs
 from symrl.report.render import interval, markdown_table, number, write_csv
+from symrl.report.rlhf import rlhf_sections
 from symrl.report.runs import Run, find_runs
 from symrl.report.tables import (ATARI, CONFIDENCE, MIN_MAX, REPS, SEED, aggregate_table, env_table,
                                  improvement_table, normalized_scores, sign_change_table)
@@ -136,10 +137,13 @@ def _env(experiment: str, env: str, by_method: dict[Method, list[Run]], out: Pat
     signs = sign_change_table(by_method)
     tables["sign_change"] += [{"experiment": experiment, "env": env, **row} for row in signs]
     folder = Path("figures") / experiment / env.replace("/", "-").replace(":", "-")
+    rlhf = any(r.is_rlhf for runs in by_method.values() for r in runs)
+    xlabel = "iterations" if rlhf else "environment steps"
+    score = "eval reward (held-out prompts)" if rlhf else "eval return"
     curve_figure(learning_curves(by_method, REPS, CONFIDENCE, SEED), f"{experiment} / {env}",
-                 f"eval return, mean over seeds ({CONFIDENCE:.0%} CI band)", out / folder / "learning_curves.png")
+                 f"{score}, mean over seeds ({CONFIDENCE:.0%} CI band)", out / folder / "learning_curves.png", xlabel)
     curve_figure(metric_curves(by_method, "sign_change"), f"{experiment} / {env}: advantage sign changes",
-                 "share of advantages flipped by normalization", out / folder / "sign_change.png")
+                 "share of advantages flipped by normalization", out / folder / "sign_change.png", xlabel)
     return [
         f"### {env}",
         markdown_table(["method", "seeds", "final eval mean ± std", f"IQM [{CONFIDENCE:.0%} CI]", "best eval mean",
@@ -152,6 +156,7 @@ def _env(experiment: str, env: str, by_method: dict[Method, list[Run]], out: Pat
                        [[r["method"], r["seeds"], number(r["sign_change"]), number(r["sign_change_early"]),
                          number(r["sign_change_late"])] for r in signs]),
         f"![advantage sign changes, {env}]({folder.as_posix()}/sign_change.png)",
+        *(rlhf_sections(f"{experiment} / {env}", by_method, out, folder) if rlhf else []),
     ]
 
 

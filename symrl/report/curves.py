@@ -34,11 +34,13 @@ def learning_curves(by_method: dict[Method, list[Run]], reps: int, confidence: f
     return curves
 
 
-def metric_curves(by_method: dict[Method, list[Run]], key: str) -> list[Curve]:
-    """Mean over seeds of one metrics.jsonl column at each logged step (no band: updates are many)."""
+def metric_curves(by_method: dict[Method, list[Run]], key: str, source: str = "metrics") -> list[Curve]:
+    """Mean over seeds of one column of metrics.jsonl (``source="metrics"``) or eval.jsonl
+    (``"evals"``) at each logged step (no band: updates are many)."""
     curves = []
     for method, runs in by_method.items():
-        points = [[(row["step"], row[key]) for row in r.metrics if row.get(key) is not None] for r in finished(runs)]
+        points = [[(row["step"], row[key]) for row in getattr(r, source) if row.get(key) is not None]
+                  for r in finished(runs)]
         points = [p for p in points if p]
         if points:
             steps, matrix = _aligned(points)

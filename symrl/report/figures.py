@@ -9,8 +9,8 @@ from matplotlib.figure import Figure
 from symrl.report.curves import Curve
 
 
-def curve_figure(curves: list[Curve], title: str, ylabel: str, path: Path) -> Path:
-    """One line per curve (its band shaded), env steps on x; written to ``path``."""
+def curve_figure(curves: list[Curve], title: str, ylabel: str, path: Path, xlabel: str = "environment steps") -> Path:
+    """One line per curve (its band shaded), steps on x; written to ``path``."""
     fig = Figure(figsize=(7, 4.2))
     ax = fig.subplots()
     for curve in curves:
@@ -18,7 +18,7 @@ def curve_figure(curves: list[Curve], title: str, ylabel: str, path: Path) -> Pa
         if curve.lo is not None:
             ax.fill_between(curve.steps, curve.lo, curve.hi, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_title(title)
-    ax.set_xlabel("environment steps")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if curves:

@@ -28,7 +28,12 @@ class Run:
 
     @property
     def env(self) -> str:
-        return self.config.get("env") or self._from_path(-3)
+        """The Gymnasium env id, or the task of an RLHF run."""
+        return self.config.get("env") or self.config.get("task") or self._from_path(-3)
+
+    @property
+    def is_rlhf(self) -> bool:
+        return "task" in self.config
 
     @property
     def algo(self) -> str:

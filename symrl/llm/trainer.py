@@ -1,0 +1,407 @@
+"""``symrl rlhf``: PPO / SPPO / scaled PPO on a causal LM, the loop of ``symrl train`` with text.
+
+One iteration: prompts → batched sampling → sequence score + per-token KL penalty → token GAE →
+epochs of minibatch updates with the shared symmetric loss over a token mask (+ auxiliary NLL on
+reference texts) → metrics → held-out evaluation → atomic checkpoint. Every random draw is seeded
+from (seed, iteration), so a killed run resumed from its last checkpoint equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from contextlib import nullcontext
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from symrl import advantages as adv_ops
+from symrl.algos.update import approx_kl
+from symrl.device import resolve_device
+from symrl.llm import generation, metrics
+from symrl.llm.config import RLHFConfig
+from symrl.llm.generation import Batch
+from symrl.llm.kl import kl_penalized_rewards, next_kl_coef
+from symrl.llm.policy import (Reference, build_actor_critic, evaluating, load_causal_lm, load_tokenizer, token_entropy,
+                              token_logprobs)
+from symrl.llm.rewards import reward_from_config
+from symrl.llm.tasks import Example, iteration_examples, load_examples
+from symrl.losses import loss_weights, masked_mean, symmetric_loss
+from symrl.run import RunDirectory, load_checkpoint, read_summary, save_checkpoint
+
+EVAL_SEED_OFFSET = 7_919  # evaluation draws its own samples, apart from the training stream
+
+
+@dataclass
+class Rollout:
+    """One iteration's data; token tensors are (B, W) over the continuation window."""
+
+    batch: Batch  # prompts + sampled completions
+    reference: Batch | None  # prompts + reference texts (auxiliary NLL), same width
+    logprobs: Tensor
+    values: Tensor
+    advantages: Tensor
+    returns: Tensor
+    scores: Tensor
+    kl: Tensor  # per-token estimate, zero on padding
+
+    @property
+    def mask(self) -> Tensor:
+        return self.batch.continuation_mask
+
+
+def _seed(seed: int, stream: int, process: int) -> int:
+    return (seed * 1_000_003 + stream) * 64 + process
+
+
+def _widen(batch: Batch, width: int, pad_id: int) -> Batch:
+    extra = width - batch.continuation.shape[1]
+    if extra <= 0:
+        return batch
+    pad = torch.full((batch.continuation.shape[0], extra), pad_id, dtype=batch.continuation.dtype,
+                     device=batch.continuation.device)
+    return Batch(batch.query, batch.query_mask, torch.cat([batch.continuation, pad], 1),
+                 torch.cat([batch.continuation_mask, torch.zeros_like(pad)], 1))
+
+
+def _cat(a: Batch, b: Batch) -> Batch:
+    return Batch(*(torch.cat([x, y]) for x, y in zip(
+        (a.query, a.query_mask, a.continuation, a.continuation_mask),
+        (b.query, b.query_mask, b.continuation, b.continuation_mask))))
+
+
+class RLHFTrainer:
+    """Thin state holder: models, optimizer, KL coefficient, the run directory."""
+
+    def __init__(self, cfg: RLHFConfig, run: RunDirectory):
+        from accelerate import Accelerator
+
+        self.cfg = cfg
+        self.run = run
+        device = resolve_device(cfg.device)
+        self.accelerator = Accelerator(cpu=device.type == "cpu", gradient_accumulation_steps=cfg.grad_accum,
+                                       mixed_precision=None if cfg.mixed_precision == "auto" else cfg.mixed_precision)
+        self.device = self.accelerator.device
+        self.tokenizer = load_tokenizer(cfg.policy.tokenizer or cfg.policy.model)
+        self.train_examples, self.eval_examples = load_examples(cfg, self.tokenizer)
+        state = load_checkpoint(run.path)
+        folder = run.path / "checkpoints" / state["folder"] if state else None
+        torch.manual_seed(_seed(cfg.seed, -1, 0))  # the value head's initialization
+        actor = build_actor_critic(cfg.policy, folder)
+        self.reference = Reference(cfg.policy, actor, self.device)
+        self.reward = reward_from_config(cfg.reward, self.device)
+        self.eval_lms = {name: (load_causal_lm(name, "eval_lms").eval().to(self.device), load_tokenizer(name, "eval_lms"))
+                         for name in cfg.eval_lms}
+        params = [p for p in actor.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.actor, self.optimizer = self.accelerator.prepare(actor, optimizer)
+        self.weights = loss_weights(cfg)
+        self.iteration = 0
+        self.kl_coef = cfg.kl_coef
+        if state:
+            if state["optimizer"] is not None:
+                self.optimizer.load_state_dict(state["optimizer"])
+            else:
+                print("symrl: this checkpoint holds no optimizer state (FSDP/DeepSpeed run): Adam restarts",
+                      file=sys.stderr)
+            if state.get("scaler") is not None and self.accelerator.scaler is not None:
+                self.accelerator.scaler.load_state_dict(state["scaler"])
+            self.iteration = state["step"]
+            self.kl_coef = state["kl_coef"]
+
+    @property
+    def _optimizer_whole(self) -> bool:
+        """One process or DDP: this process holds the whole optimizer state. FSDP and DeepSpeed
+        shard it, and a resumed run of theirs restarts Adam's moments (said when it resumes)."""
+        from accelerate.utils import DistributedType
+
+        return self.accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+    def _full_parameters(self):
+        """Generation needs whole weights: FSDP gathers them for its duration."""
+        from accelerate.utils import DistributedType
+
+        if self.accelerator.distributed_type == DistributedType.FSDP:
+            from torch.distributed.fsdp import FullyShardedDataParallel
+
+            return FullyShardedDataParallel.summon_full_params(self.actor, writeback=False)
+        return nullcontext()
+
+    @property
+    def model(self):
+        return self.accelerator.unwrap_model(self.actor)
+
+    # ------------------------------------------------------------ rollouts
+
+    def _references(self, examples: list[Example], batch: Batch) -> Batch | None:
+        if self.cfg.target_coef == 0 or any(e.reference is None for e in examples):
+            return None
+        ids = self.tokenizer([e.reference for e in examples], add_special_tokens=False)["input_ids"]
+        cut = [row[:self.cfg.generation.max_new_tokens] for row in ids]  # the start follows the prompt: keep it
+        tokens, mask = generation.right_pad(cut, self.tokenizer.pad_token_id, self.device)
+        return Batch(batch.query, batch.query_mask, tokens, mask)
+
+    @torch.no_grad()
+    def _score(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """Log-probabilities, values and reference log-probabilities of the continuation tokens,
+        in micro-batches (memory)."""
+        out: list[tuple[Tensor, Tensor, Tensor]] = []
+        step = self.cfg.minibatch_size // self.cfg.grad_accum
+        with evaluating(self.actor):
+            for lo in range(0, batch.query.shape[0], step):
+                part = batch.rows(torch.arange(lo, min(lo + step, batch.query.shape[0]), device=self.device))
+                logits, values = self.actor(part.input_ids, part.attention_mask, part.start)
+                with self.accelerator.autocast(), self._full_parameters():
+                    ref = self.reference.logprobs(self.model, part.input_ids, part.attention_mask, part.start,
+                                                  self.cfg.generation.temperature)
+                out.append((token_logprobs(logits / self.cfg.generation.temperature, part.continuation), values, ref))
+        return tuple(torch.cat(parts) for parts in zip(*out))
+
+    def _sample(self, examples: list[Example]) -> tuple[Batch, list[str], Tensor]:
+        prompts = [e.prompt for e in examples]
+        with evaluating(self.actor), self._full_parameters():
+            batch = generation.sample(self.model.lm, self.tokenizer, prompts, self.cfg.generation, self.device)
+        completions = generation.decode(self.tokenizer, batch.continuation, batch.continuation_mask)
+        scores = self.reward(prompts, completions, [e.reference for e in examples]).to(self.device)
+        return batch, completions, scores
+
+    def collect(self, examples: list[Example]) -> Rollout:
+        cfg = self.cfg
+        batch, _, scores = self._sample(examples)
+        reference = self._references(examples, batch)
+        if reference is not None:
+            width = max(batch.continuation.shape[1], reference.continuation.shape[1])
+            batch = _widen(batch, width, self.tokenizer.pad_token_id)
+            reference = _widen(reference, width, self.tokenizer.pad_token_id)
+        logprobs, values, ref_logprobs = self._score(batch)
+        mask = batch.continuation_mask
+        rewards, kl = kl_penalized_rewards(scores, logprobs, ref_logprobs, mask, self.kl_coef)
+        advantages, returns = adv_ops.token_gae(rewards, values, mask, cfg.gamma, cfg.gae_lambda)
+        return Rollout(batch, reference, logprobs, values * mask, advantages, returns, scores, kl)
+
+    # ------------------------------------------------------------ the update
+
+    def update(self, rollout: Rollout, generator: torch.Generator) -> dict[str, float]:
+        cfg = self.cfg
+        n = rollout.batch.query.shape[0]
+        micro = cfg.minibatch_size // cfg.grad_accum
+        stats: dict[str, list[Tensor]] = {}
+        self.actor.train()
+        for _ in range(cfg.n_epochs):
+            order = torch.randperm(n, generator=generator).to(self.device)
+            for lo in range(0, n - cfg.minibatch_size + 1, cfg.minibatch_size):
+                rows = order[lo:lo + cfg.minibatch_size]
+                mask = rollout.mask[rows]
+                raw = rollout.advantages[rows]
+                used = adv_ops.normalize(raw, mask) if cfg.norm_adv else raw
+                tokens = _token_counts(rollout, rows)
+                for part in range(0, cfg.minibatch_size, micro):
+                    with self.accelerator.accumulate(self.actor):
+                        self._micro_step(rollout, rows[part:part + micro], used[part:part + micro], tokens, stats)
+                self.accelerator.clip_grad_norm_(self.actor.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                _append(stats, sign_change=adv_ops.sign_change_share(raw, used, mask))
+        return {k: torch.stack(v).mean().item() for k, v in stats.items()}
+
+    def _micro_step(self, rollout: Rollout, rows: Tensor, advantages: Tensor, tokens: tuple[Tensor, Tensor | None],
+                    stats: dict[str, list[Tensor]]) -> None:
+        """Loss and backward of one micro-batch. Each token-mean term is weighted by the micro-batch's
+        share of the minibatch's valid tokens, so accumulating ``grad_accum`` micro-batches gives the
+        minibatch's token mean exactly, whatever the completion lengths."""
+        cfg = self.cfg
+        batch = rollout.batch.rows(rows)
+        scored = batch if rollout.reference is None else _cat(batch, rollout.reference.rows(rows))
+        logits, values = self.actor(scored.input_ids, scored.attention_mask, scored.start)
+        logits = logits / cfg.generation.temperature
+        k = rows.shape[0]
+        logprobs = token_logprobs(logits[:k], batch.continuation)
+        mask = batch.continuation_mask
+        with torch.set_grad_enabled(cfg.ent_coef != 0):
+            entropy = token_entropy(logits[:k])
+        terms, ratio = symmetric_loss("ppo", self.weights, logprobs, rollout.logprobs[rows], advantages, entropy,
+                                      values[:k], rollout.returns[rows], rollout.values[rows], cfg.clip_range,
+                                      cfg.clip_range_vf, mask)
+        # accelerate divides by grad_accum: undo it, the token shares already sum to one
+        loss = terms.total * (mask.sum() / tokens[0]) * cfg.grad_accum
+        if rollout.reference is not None:
+            ref = rollout.reference.rows(rows)
+            nll = -masked_mean(token_logprobs(logits[k:], ref.continuation), ref.continuation_mask)
+            loss = loss + cfg.target_coef * nll * (ref.continuation_mask.sum() / tokens[1]) * cfg.grad_accum
+            _append(stats, target_nll=nll.detach())
+        self.accelerator.backward(loss)
+        valid = mask.bool()
+        log_ratio = (logprobs.detach() - rollout.logprobs[rows])[valid]
+        _append(stats, policy_loss=terms.policy, reverse_loss=terms.reverse, value_loss=terms.value,
+                entropy=terms.entropy, approx_kl=approx_kl(log_ratio),
+                clip_fraction=((ratio.detach()[valid] - 1).abs() > cfg.clip_range).float().mean())
+
+    # ------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any]:
+        """Held-out prompts, one sample each: task reward, VADER judge, KL to the reference,
+        perplexities, diversity (and ROUGE / win rate for TL;DR), with a few sample generations."""
+        cfg = self.cfg
+        torch.manual_seed(_seed(cfg.seed, EVAL_SEED_OFFSET + self.iteration, self.accelerator.process_index))
+        examples = self.eval_examples
+        scores, completions, kls, ref_lps, masks = [], [], [], [], []
+        for lo in range(0, len(examples), cfg.rollouts):
+            part = examples[lo:lo + cfg.rollouts]
+            batch, texts, part_scores = self._sample(part)
+            logprobs, _, ref_logprobs = self._score(batch)
+            mask = batch.continuation_mask
+            scores.append(part_scores.float().cpu())
+            completions += texts
+            kls += ((logprobs - ref_logprobs) * mask).sum(1).cpu().tolist()
+            ref_lps.append((ref_logprobs * mask).sum().item())
+            masks.append(mask.sum().item())
+        scores_t = torch.cat(scores)
+        prompts = [e.prompt for e in examples]
+        row: dict[str, Any] = {
+            "mean_return": scores_t.mean().item(), "reward_std": scores_t.std().item() if len(scores_t) > 1 else 0.0,
+            "judge_vader": sum(metrics.vader_judge(completions)) / len(completions),
+            "kl": sum(kls) / len(kls), "ppl_reference": math.exp(-sum(ref_lps) / max(1, sum(masks))),
+            "distinct_1": metrics.distinct_n(completions, 1), "distinct_2": metrics.distinct_n(completions, 2)}
+        for name, (lm, tokenizer) in self.eval_lms.items():
+            row[f"ppl:{name}"] = metrics.perplexity(lm, tokenizer, prompts, completions, device=self.device)
+        references = [e.reference for e in examples]
+        if cfg.task == "tldr" and all(r is not None for r in references):
+            row.update(metrics.rouge(completions, references))
+            if cfg.reward.kind == "reward_model":
+                # a relative reward is already RM(sample) − RM(reference): it wins where it is above 0
+                ref_scores = (torch.zeros_like(scores_t) if cfg.reward.relative_to_reference
+                              else self.reward(prompts, references, None))
+                row["win_rate"] = metrics.win_rate(scores_t, ref_scores)
+        row["samples"] = [{"prompt": p, "completion": c, "reward": round(s, 4)}
+                          for p, c, s in zip(prompts, completions, scores_t.tolist())][:cfg.eval_samples]
+        return row
+
+    # ------------------------------------------------------------ checkpoints
+
+    def save(self) -> None:
+        """Models by ``save_pretrained`` into a fresh folder renamed into place, then the small state
+        file (optimizer, KL coefficient, iteration) written atomically: it names the folder, so a kill
+        at any moment leaves the previous checkpoint whole."""
+        state = self.accelerator.get_state_dict(self.actor)  # collective under FSDP: every process calls it
+        if not self.accelerator.is_main_process:
+            return
+        root = self.run.path / "checkpoints"
+        name = f"iter-{self.iteration:06d}"
+        tmp = root / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.model.save(tmp, state)
+        self.tokenizer.save_pretrained(tmp / "policy")
+        shutil.rmtree(root / name, ignore_errors=True)
+        tmp.rename(root / name)
+        scaler = self.accelerator.scaler
+        save_checkpoint(self.run.path, {"step": self.iteration, "folder": name, "kl_coef": self.kl_coef,
+                                        "optimizer": self.optimizer.state_dict() if self._optimizer_whole else None,
+                                        "scaler": scaler.state_dict() if scaler is not None else None})
+        for old in root.glob("iter-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+
+    # ------------------------------------------------------------ the loop
+
+    def train(self, progress: bool = True) -> dict[str, Any]:
+        cfg = self.cfg
+        resumed = self.iteration > 0
+        if self.accelerator.is_main_process:
+            if resumed:
+                self.run.truncate_logs(self.iteration)
+            self.run.tensorboard(purge_step=self.iteration + 1 if resumed else None)
+        last_eval = self._last_eval() if resumed else None
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.iterations, initial=self.iteration, dynamic_ncols=True,
+                   disable=not (progress and self.accelerator.is_main_process),
+                   desc=f"{cfg.algo} {cfg.task} seed{cfg.seed}")
+        while self.iteration < cfg.iterations:
+            start = time.perf_counter()
+            process = self.accelerator.process_index
+            torch.manual_seed(_seed(cfg.seed, self.iteration, process))
+            generator = torch.Generator().manual_seed(_seed(cfg.seed, self.iteration, process))
+            examples = iteration_examples(self.train_examples, self.iteration * self.accelerator.num_processes
+                                          + process, cfg.rollouts, cfg.seed)
+            rollout = self.collect(examples)
+            stats = self.update(rollout, generator)
+            scores = self.accelerator.gather(rollout.scores.float())
+            kl_per_sequence = self.accelerator.gather(rollout.kl.sum(1)).mean().item()
+            trajectories = cfg.rollouts * self.accelerator.num_processes
+            row = {"step": self.iteration + 1, "samples": (self.iteration + 1) * trajectories,
+                   "reward_mean": scores.mean().item(), "reward_std": scores.std().item() if len(scores) > 1 else 0.0,
+                   "kl": kl_per_sequence, "kl_coef": self.kl_coef,
+                   "response_length": rollout.mask.sum(1).float().mean().item(), **stats,
+                   "time_s": time.perf_counter() - start}
+            self.kl_coef = next_kl_coef(cfg.kl_controller, self.kl_coef, kl_per_sequence, cfg.kl_target,
+                                        cfg.kl_horizon, trajectories)
+            self.iteration += 1
+            if self.accelerator.is_main_process:
+                self.run.log("metrics.jsonl", row, "train")
+            due = self.iteration == cfg.iterations or (cfg.eval_every and self.iteration % cfg.eval_every == 0)
+            if due:
+                last_eval = {"step": self.iteration, **self.evaluate()}
+                if self.accelerator.is_main_process:
+                    self.run.log("eval.jsonl", last_eval, "eval")
+                    _print_eval(last_eval)
+            if self.iteration % cfg.checkpoint_every == 0 or self.iteration == cfg.iterations:
+                self.save()
+            bar.update(1)
+            bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.3f}")
+        bar.close()
+        summary = {"finished": True, "task": cfg.task, "algo": cfg.algo, "seed": cfg.seed,
+                   "iterations": cfg.iterations, "final_eval_mean": last_eval["mean_return"] if last_eval else None,
+                   "final_eval": {k: v for k, v in (last_eval or {}).items() if k != "samples"}}
+        if self.accelerator.is_main_process:
+            self.run.write_summary(summary)
+        self.run.close()
+        return summary
+
+    def _last_eval(self) -> dict[str, Any] | None:
+        from symrl.run import read_jsonl
+
+        rows = read_jsonl(self.run.path / "eval.jsonl")
+        return rows[-1] if rows else None
+
+
+def _token_counts(rollout: Rollout, rows: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Valid continuation tokens of a minibatch, and of its reference texts (at least 1 each)."""
+    sampled = rollout.mask[rows].sum().clamp(min=1)
+    if rollout.reference is None:
+        return sampled, None
+    return sampled, rollout.reference.continuation_mask[rows].sum().clamp(min=1)
+
+
+def _append(stats: dict[str, list[Tensor]], **values: Tensor) -> None:
+    for key, value in values.items():
+        stats.setdefault(key, []).append(value.detach().float())
+
+
+def _print_eval(row: dict[str, Any]) -> None:
+    print(f"eval @ {row['step']}: reward {row['mean_return']:.3f}  vader {row['judge_vader']:.3f}  "
+          f"kl {row['kl']:.3f}  ppl_ref {row['ppl_reference']:.1f}  distinct-2 {row['distinct_2']:.3f}",
+          file=sys.stderr)
+    for sample in row.get("samples", [])[:2]:
+        print(f"  [{sample['reward']:+.2f}] {sample['prompt'][-60:]!r} → {sample['completion'][:100]!r}",
+              file=sys.stderr)
+
+
+def train_rlhf(cfg: RLHFConfig, force: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) one RLHF run; a finished run returns its summary unless ``force``."""
+    from accelerate import PartialState
+
+    run = RunDirectory(cfg)
+    state = PartialState(cpu=resolve_device(cfg.device).type == "cpu")
+    if state.is_main_process:
+        run.prepare(force)
+    state.wait_for_everyone()
+    summary = read_summary(run.path)
+    if summary and summary.get("finished"):
+        return summary
+    return RLHFTrainer(cfg, run).train(progress)

@@ -1,0 +1,348 @@
+"""``symrl rlhf`` end to end on tiny models built in the test, offline: scoring equals sampling,
+the per-token SPPO gradient, β=0 ≡ PPO, the reward rises, resume ≡ uninterrupted, LoRA, files."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from symrl.cli import main
+from symrl.config import ConfigError
+from symrl.llm.config import build_rlhf_config
+from symrl.llm.generation import Batch, encode_prompts, mask_after_eos
+from symrl.llm.policy import token_logprobs
+from symrl.llm.prepare import prepare_models
+from symrl.llm.tasks import iteration_examples
+from symrl.llm.trainer import RLHFTrainer, _token_counts, train_rlhf
+from symrl.run import RunDirectory, load_checkpoint, read_jsonl, run_dir
+
+pytest.importorskip("transformers")
+
+NOUNS = ["movie", "film", "plot", "cast", "ending", "story", "acting", "music"]
+GOOD = ["great", "wonderful", "superb", "lovely"]
+BAD = ["awful", "boring", "dull", "terrible"]
+
+
+def _corpus(n: int = 400) -> list[dict]:
+    rng = random.Random(0)
+    records = []
+    for _ in range(n):
+        label = rng.random() < 0.5
+        words = GOOD if label else BAD
+        sentences = [f"the {rng.choice(NOUNS)} was {rng.choice(words)}." for _ in range(rng.randint(4, 8))]
+        records.append({"text": " ".join(sentences), "label": int(label)})
+    return records
+
+
+@pytest.fixture(scope="module")
+def lm_setup(tmp_path_factory, monkeypatch_module):
+    root = tmp_path_factory.mktemp("lm")
+    records = _corpus()
+    data = root / "reviews.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    torch.manual_seed(0)
+    prepare_models(records, root / "models", size="tiny", seed=0, log=lambda *a: None, device="cpu")
+    return root
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    yield mp
+    mp.undo()
+
+
+def _cfg(root, tmp_path, **overrides):
+    base = {"task": "imdb", "data": str(root / "reviews.jsonl"), "policy.model": str(root / "models" / "policy"),
+            "policy.tokenizer": None, "reward.kind": "callable", "reward.function": "tests.llm_reward_fns:great_minus_awful",
+            "generation.prompt_tokens": 6, "generation.max_new_tokens": 8, "generation.min_new_tokens": 8,
+            "iterations": 3, "rollouts": 8, "minibatch_size": 4, "n_epochs": 2, "lr": 1e-3, "kl_coef": 0.05,
+            "eval_every": 0, "eval_prompts": 8, "checkpoint_every": 1, "device": "cpu", "out": str(tmp_path / "runs"),
+            "algo": "ppo"}
+    return build_rlhf_config(None, {**base, **overrides})
+
+
+def _params(path):
+    from safetensors.torch import load_file
+
+    state = load_checkpoint(path)
+    return load_file(str(path / "checkpoints" / state["folder"] / "policy" / "model.safetensors"))
+
+
+def test_scoring_gives_the_log_probs_generation_sampled_with(lm_setup, tmp_path):
+    """Left padding, position ids and the logits window: the trainer's scoring of a rollout (policy and
+    reference) reproduces the logits ``generate`` sampled from, eos cut included."""
+    cfg = _cfg(lm_setup, tmp_path, **{"generation.min_new_tokens": 0, "generation.temperature": 0.7})
+    run = RunDirectory(cfg)
+    run.prepare(force=False)
+    trainer = RLHFTrainer(cfg, run)
+    tokenizer, lm = trainer.tokenizer, trainer.model.lm
+    query, mask = encode_prompts(tokenizer, ["the film was", "the movie was great. the plot was dull. the cast"],
+                                 16, torch.device("cpu"))
+    assert mask[0, 0] == 0  # the short prompt is left-padded
+    torch.manual_seed(1)
+    out = lm.generate(input_ids=query, attention_mask=mask, do_sample=True, top_k=0, temperature=0.7,
+                      max_new_tokens=8, pad_token_id=tokenizer.pad_token_id, output_logits=True,
+                      return_dict_in_generate=True)
+    continuation, cont_mask = mask_after_eos(out.sequences[:, query.shape[1]:], tokenizer.eos_token_id,
+                                             tokenizer.pad_token_id)
+    expected = token_logprobs(torch.stack(out.logits, dim=1) / 0.7, continuation)
+    logprobs, values, ref = trainer._score(Batch(query, mask, continuation, cont_mask))
+    valid = cont_mask.bool()
+    assert logprobs.shape == values.shape == continuation.shape
+    assert torch.allclose(logprobs[valid], expected[valid], atol=1e-4)
+    assert torch.allclose(ref[valid], expected[valid], atol=1e-4)  # the reference is the initial policy
+
+
+def test_sppo_token_gradient_is_alpha_plus_beta_z_times_ppo(lm_setup, tmp_path):
+    """Per generated token, ∇L_SPPO = (α + β|Z|) ∇L_PPO (PAPER.md §2), through the real LM."""
+    grads = {}
+    rollout = None
+    for algo, extra in (("ppo", {}), ("sppo", {"alpha": 0.5, "beta": 0.4})):
+        cfg = _cfg(lm_setup, tmp_path, algo=algo, vf_coef=0.0, target_coef=0.0, experiment=algo, **extra)
+        run = RunDirectory(cfg)
+        run.prepare(force=False)
+        trainer = RLHFTrainer(cfg, run)
+        if rollout is None:
+            torch.manual_seed(0)
+            rollout = trainer.collect(iteration_examples(trainer.train_examples, 0, cfg.rollouts, 0))
+            # perturb the policy's view of the old log-probs so that some tokens are clipped
+            rollout.logprobs = rollout.logprobs + 0.3 * torch.randn_like(rollout.logprobs)
+        rows = torch.arange(4)
+        from symrl.advantages import normalize
+
+        trainer._micro_step(rollout, rows, normalize(rollout.advantages[rows], rollout.mask[rows]),
+                            _token_counts(rollout, rows), {})
+        grads[algo] = torch.cat([p.grad.flatten() for n, p in trainer.model.lm.named_parameters() if p.grad is not None])
+    assert grads["ppo"].abs().sum() > 0
+    assert torch.allclose(grads["sppo"], 0.9 * grads["ppo"], rtol=1e-4, atol=1e-7)
+
+
+def test_beta_zero_sppo_is_ppo_exactly(lm_setup, tmp_path):
+    a = train_rlhf(_cfg(lm_setup, tmp_path, algo="ppo", iterations=2, experiment="a"), progress=False)
+    b = train_rlhf(_cfg(lm_setup, tmp_path, algo="sppo", alpha=1.0, beta=0.0, iterations=2, experiment="b"),
+                   progress=False)
+    pa = _params(run_dir(_cfg(lm_setup, tmp_path, algo="ppo", iterations=2, experiment="a")))
+    pb = _params(run_dir(_cfg(lm_setup, tmp_path, algo="sppo", alpha=1.0, beta=0.0, iterations=2, experiment="b")))
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    assert a["final_eval_mean"] == b["final_eval_mean"]
+    # and the reverse term is not ignored: β > 0 moves the parameters differently
+    c = _cfg(lm_setup, tmp_path, algo="sppo", alpha=1.0, beta=0.4, iterations=2, experiment="c")
+    train_rlhf(c, progress=False)
+    pc = _params(run_dir(c))
+    assert any(not torch.equal(pa[k], pc[k]) for k in pa)
+
+
+def test_gradient_accumulation_changes_memory_not_maths(lm_setup, tmp_path):
+    """grad_accum=2 accumulates the minibatch's token-mean gradient exactly, with completions of
+    unequal lengths (a plain average of micro-batch means would weight short ones up)."""
+    common = {"generation.min_new_tokens": 0, "rollouts": 8, "minibatch_size": 4, "target_coef": 0.1}
+    grads, rollout = {}, None
+    for accum in (1, 2):
+        cfg = _cfg(lm_setup, tmp_path, experiment=f"accum{accum}", grad_accum=accum, **common)
+        run = RunDirectory(cfg)
+        run.prepare(force=False)
+        trainer = RLHFTrainer(cfg, run)
+        if rollout is None:
+            torch.manual_seed(3)
+            rollout = trainer.collect(iteration_examples(trainer.train_examples, 0, cfg.rollouts, 0))
+        rows = torch.arange(4)
+        counts = rollout.mask[rows].sum(1)
+        assert counts[:2].sum() != counts[2:].sum(), counts  # the micro-batches hold unequal token counts
+        from symrl.advantages import normalize
+
+        used = normalize(rollout.advantages[rows], rollout.mask[rows])
+        for part in range(0, 4, 4 // accum):
+            with trainer.accelerator.accumulate(trainer.actor):
+                trainer._micro_step(rollout, rows[part:part + 4 // accum], used[part:part + 4 // accum],
+                                    _token_counts(rollout, rows), {})
+        grads[accum] = torch.cat([p.grad.flatten() for p in trainer.actor.parameters() if p.grad is not None])
+    assert torch.allclose(grads[1], grads[2], rtol=1e-4, atol=1e-7)
+
+
+def test_reference_texts_follow_the_prompt(lm_setup, tmp_path):
+    """The auxiliary NLL's target is the review's continuation right after the prompt, cut at its end."""
+    cfg = _cfg(lm_setup, tmp_path, **{"generation.max_new_tokens": 4, "generation.min_new_tokens": 4})
+    run = RunDirectory(cfg)
+    run.prepare(force=False)
+    trainer = RLHFTrainer(cfg, run)
+    examples = trainer.train_examples[:3]
+    batch = Batch(*encode_prompts(trainer.tokenizer, [e.prompt for e in examples], 6, torch.device("cpu")),
+                  torch.zeros((3, 4), dtype=torch.long), torch.ones((3, 4), dtype=torch.long))
+    reference = trainer._references(examples, batch)
+    for row, example in enumerate(examples):
+        ids = trainer.tokenizer(example.reference, add_special_tokens=False)["input_ids"]
+        assert reference.continuation[row][reference.continuation_mask[row].bool()].tolist() == ids[:4]
+
+
+def test_tldr_evaluation_reports_rouge_and_win_rate(lm_setup, tmp_path):
+    from transformers import AutoTokenizer, GPT2Config, GPT2ForSequenceClassification
+
+    policy = lm_setup / "models" / "policy"
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    config = GPT2Config.from_pretrained(policy, num_labels=1, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    rm_dir = tmp_path / "rm"
+    GPT2ForSequenceClassification(config).save_pretrained(rm_dir)
+    tokenizer.save_pretrained(rm_dir)
+    posts = tmp_path / "tldr.jsonl"
+    posts.write_text("".join(json.dumps({"prompt": f"post {i}: {r['text']}\nTL;DR:", "label": " the plot was dull."})
+                             + "\n" for i, r in enumerate(_corpus(40))))
+    cfg = _cfg(lm_setup, tmp_path, task="tldr", data=str(posts), iterations=1, eval_every=1,
+               **{"reward.kind": "reward_model", "reward.model": str(rm_dir), "reward.relative_to_reference": True,
+                  "generation.prompt_tokens": 24})
+    train_rlhf(cfg, progress=False)
+    row = read_jsonl(run_dir(cfg) / "eval.jsonl")[-1]
+    assert {"rouge1", "rouge2", "rougeL", "win_rate"} <= set(row)
+    scores = [s["reward"] for s in row["samples"]]
+    assert 0 <= row["win_rate"] <= 1 and len(scores) == cfg.eval_samples
+
+
+@pytest.mark.parametrize("algo", ["ppo", "sppo", "scaled_ppo"])
+def test_mean_reward_rises_with_a_learnable_reward(lm_setup, tmp_path, algo):
+    cfg = _cfg(lm_setup, tmp_path, algo=algo, iterations=30, rollouts=16, minibatch_size=8, n_epochs=2,
+               kl_coef=0.01, target_coef=0.0, checkpoint_every=30)
+    train_rlhf(cfg, progress=False)
+    rewards = [row["reward_mean"] for row in read_jsonl(run_dir(cfg) / "metrics.jsonl")]
+    assert len(rewards) == 30
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert last > first + 0.5, (first, last)
+    print(algo, [round(r, 2) for r in rewards])
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(lm_setup, tmp_path, monkeypatch):
+    whole = _cfg(lm_setup, tmp_path, iterations=4, checkpoint_every=2, eval_every=2, experiment="whole")
+    train_rlhf(whole, progress=False)
+    killed = _cfg(lm_setup, tmp_path, iterations=4, checkpoint_every=2, eval_every=2, experiment="killed")
+    original = RLHFTrainer.update
+    calls = {"n": 0}
+
+    def dies_in_iteration_four(self, rollout, generator):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(self, rollout, generator)
+
+    monkeypatch.setattr(RLHFTrainer, "update", dies_in_iteration_four)
+    with pytest.raises(KeyboardInterrupt):
+        train_rlhf(killed, progress=False)
+    monkeypatch.setattr(RLHFTrainer, "update", original)
+    assert load_checkpoint(run_dir(killed))["step"] == 2
+    train_rlhf(killed, progress=False)
+    a, b = _params(run_dir(whole)), _params(run_dir(killed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
+    assert strip(read_jsonl(run_dir(whole) / "metrics.jsonl")) == strip(read_jsonl(run_dir(killed) / "metrics.jsonl"))
+    assert read_jsonl(run_dir(whole) / "eval.jsonl") == read_jsonl(run_dir(killed) / "eval.jsonl")
+
+
+def test_lora_trains_adapters_against_the_disabled_adapter_reference(lm_setup, tmp_path):
+    cfg = _cfg(lm_setup, tmp_path, **{"policy.lora_r": 4, "policy.lora_alpha": 8, "iterations": 2})
+    run = RunDirectory(cfg)
+    run.prepare(force=False)
+    trainer = RLHFTrainer(cfg, run)
+    assert trainer.reference.model is None  # no copy: the base with adapters off
+    lora = {n: p.detach().clone() for n, p in trainer.model.lm.named_parameters() if "lora_" in n}
+    base = {n: p.detach().clone() for n, p in trainer.model.lm.named_parameters() if "lora_" not in n}
+    rollout = trainer.collect(iteration_examples(trainer.train_examples, 0, cfg.rollouts, 0))
+    assert rollout.kl.abs().max() < 1e-5  # LoRA B starts at zero: policy == reference
+    trainer.train(progress=False)
+    after = dict(trainer.model.lm.named_parameters())
+    assert any(not torch.equal(lora[n], after[n]) for n in lora)
+    assert all(torch.equal(base[n], after[n]) for n in base)
+    assert (run_dir(cfg) / "checkpoints" / load_checkpoint(run_dir(cfg))["folder"] / "policy" /
+            "adapter_config.json").exists()
+
+
+def test_separate_critic_and_run_files(lm_setup, tmp_path):
+    cfg = _cfg(lm_setup, tmp_path, **{"policy.value_head": "separate", "iterations": 2, "eval_every": 1,
+                                      "eval_samples": 2})
+    summary = train_rlhf(cfg, progress=False)
+    path = run_dir(cfg)
+    assert summary["finished"] and path == tmp_path / "runs" / "rlhf" / "imdb" / "ppo" / "seed0"
+    for name in ("config.yaml", "metrics.jsonl", "eval.jsonl", "summary.json", "tb"):
+        assert (path / name).exists(), name
+    evals = read_jsonl(path / "eval.jsonl")
+    assert [r["step"] for r in evals] == [1, 2]
+    assert {"mean_return", "judge_vader", "kl", "ppl_reference", "distinct_1", "distinct_2"} <= set(evals[-1])
+    assert len(evals[-1]["samples"]) == 2 and isinstance(evals[-1]["samples"][0]["completion"], str)
+    folder = path / "checkpoints" / load_checkpoint(path)["folder"]
+    assert (folder / "critic" / "config.json").exists() and (folder / "value_head.safetensors").exists()
+    assert len(list((path / "checkpoints").glob("iter-*"))) == 1
+
+
+def test_hub_id_offline_fails_fast_with_one_line(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["rlhf", "--preset", "imdb-sppo", f"out={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "imdb-offline-sppo" in err and "policy." in err, err
+    # hub ids with dots are hub ids (not missing files); a missing folder says how to build it
+    assert main(["rlhf", f"out={tmp_path}", "policy.model=EleutherAI/pythia-1.4b", "policy.tokenizer=null"]) == 2
+    assert "not in the local Hugging Face cache" in capsys.readouterr().err
+    assert main(["rlhf", "--preset", "imdb-offline-sppo", f"out={tmp_path}", "policy.model=models/none/policy",
+                 "data=tests/llm_reward_fns.py"]) == 2
+    assert "symrl lm prepare" in capsys.readouterr().err
+
+
+def test_bad_rlhf_input_names_the_field(lm_setup, tmp_path):
+    with pytest.raises(ConfigError, match="data: .*does not exist"):
+        _cfg(lm_setup, tmp_path, data=str(tmp_path / "missing.jsonl"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="policy.load_in: 4bit needs a CUDA GPU"):
+            train_rlhf(_cfg(lm_setup, tmp_path, **{"policy.load_in": "4bit", "policy.lora_r": 4}), progress=False)
+    with pytest.raises(ConfigError, match="policy.load_in: got '8bit' with lora_r=0"):
+        _cfg(lm_setup, tmp_path, **{"policy.load_in": "8bit"})
+    with pytest.raises(ConfigError, match=r"grad_accum: got 3, allowed: a divisor of minibatch_size \(4\)"):
+        _cfg(lm_setup, tmp_path, grad_accum=3)
+
+
+def test_rlhf_presets_resolve_and_accelerate_configs_load(lm_setup):
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from symrl.config import preset_names
+
+    data = str(lm_setup / "reviews.jsonl")
+    cfgs = {name: build_rlhf_config(name, {"data": data} if "offline" in name else {}) for name in preset_names("rlhf")}
+    assert {"imdb-ppo", "imdb-sppo", "tldr-ppo", "tldr-sppo", "imdb-offline-ppo", "imdb-offline-sppo",
+            "imdb-offline-scaled_ppo"} <= set(cfgs)
+    paper = cfgs["imdb-sppo"]
+    assert (paper.alpha, paper.beta, paper.lr, paper.kl_coef, paper.target_coef, paper.rollouts,
+            paper.minibatch_size, paper.n_epochs, paper.iterations) == (0.5, 0.4, 5e-6, 0.001, 0.1, 112, 28, 5, 60)
+    assert (paper.generation.top_k, paper.generation.min_new_tokens, paper.generation.max_new_tokens) == (50, 48, 48)
+    tldr = cfgs["tldr-sppo"]
+    assert (tldr.alpha, tldr.beta, tldr.gamma, tldr.vf_coef, tldr.kl_coef, tldr.policy.lora_r,
+            tldr.policy.load_in, tldr.reward.relative_to_reference) == (0.5, 0.2, 1.0, 0.1, 0.002, 8, "4bit", True)
+    for name in ("imdb-offline-sppo", "imdb-offline-scaled_ppo"):  # the control differs only in algo
+        assert {k: v for k, v in cfgs[name].to_dict().items() if k != "algo"} == \
+            {k: v for k, v in cfgs["imdb-offline-sppo"].to_dict().items() if k != "algo"}
+    configs = sorted(Path(__file__).parents[1].joinpath("configs", "accelerate").glob("*.yaml"))
+    assert [c.stem for c in configs] == ["ddp", "deepspeed_zero2", "fsdp"]
+    kinds = [load_config_from_file(str(c)).distributed_type.value for c in configs]
+    assert kinds == ["MULTI_GPU", "DEEPSPEED", "FSDP"]
+
+
+def test_sweep_runs_rlhf_configs_and_the_report_shows_reward_kl_and_samples(lm_setup, tmp_path):
+    import yaml
+
+    from symrl.report import build_report
+    from symrl.sweep import run_sweep
+
+    base = {k: v for k, v in _cfg(lm_setup, tmp_path).to_dict().items() if k in (
+        "data", "generation", "rollouts", "minibatch_size", "n_epochs", "lr", "kl_coef", "device", "out")}
+    base.update({"policy.model": str(lm_setup / "models" / "policy"), "policy.tokenizer": None,
+                 "reward.kind": "callable", "reward.function": "tests.llm_reward_fns:great_minus_awful",
+                 "iterations": 3, "eval_every": 1, "eval_prompts": 8, "experiment": "demo"})
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"command": "rlhf", "base": base,
+                                    "grid": {"algo": ["ppo", "sppo", "scaled_ppo"], "seed": [0, 1]}}))
+    assert run_sweep(spec, workers=2) == 0
+    assert run_sweep(spec, workers=1) == 0  # all finished: nothing runs again
+    report = build_report(tmp_path / "runs" / "demo", tmp_path / "report").read_text()
+    assert "Sample generations" in report and "judge_vader" in report and "P(X > Y)" in report
+    figures = tmp_path / "report" / "figures" / "demo" / "imdb"
+    for name in ("learning_curves", "reward_mean", "kl", "judge_vader"):
+        assert (figures / f"{name}.png").exists(), name
