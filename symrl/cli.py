@@ -105,10 +105,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(args) -> int:
     from symrl.algos.onpolicy import train
+
+    return _run(build_config(args.preset, parse_overrides(args.overrides)), train, args.force)
+
+
+def _run(cfg, train, force: bool) -> int:
+    """One run of `symrl train` or `symrl rlhf`: train or resume it, print its summary and folder."""
     from symrl.run import run_dir
 
-    cfg = build_config(args.preset, parse_overrides(args.overrides))
-    summary = train(cfg, force=args.force)
+    summary = train(cfg, force=force)
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     print(f"run: {run_dir(cfg)}")
     return 0
@@ -145,15 +150,9 @@ def _presets(args) -> int:
 
 def _rlhf(args) -> int:
     from symrl.llm.config import build_rlhf_config
-    from symrl.run import run_dir
-
-    cfg = build_rlhf_config(args.preset, parse_overrides(args.overrides))
     from symrl.llm.trainer import train_rlhf
 
-    summary = train_rlhf(cfg, force=args.force)
-    print(json.dumps(summary, indent=2, ensure_ascii=False))
-    print(f"run: {run_dir(cfg)}")
-    return 0
+    return _run(build_rlhf_config(args.preset, parse_overrides(args.overrides)), train_rlhf, args.force)
 
 
 def _lm(args) -> int:

@@ -278,23 +278,24 @@ def _load_preset(name: str, kind: str) -> dict[str, Any]:
     return preset
 
 
-def build_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults ← preset ← overrides, then resolved and validated."""
-    cfg = TrainConfig()
+def apply(cfg: Any, kind: str, preset: str | None, overrides: dict[str, Any] | None) -> Any:
+    """Defaults (``cfg``) ← preset of ``kind`` ← overrides, set in place; returns ``cfg``."""
     if preset:
-        for key, value in (load_preset(preset).get("config") or {}).items():
+        for key, value in (load_preset(preset, kind).get("config") or {}).items():
             set_key(cfg, key, value)
     for key, value in (overrides or {}).items():
         set_key(cfg, key, value)
-    return resolve(cfg)
+    return cfg
+
+
+def build_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults ← preset ← overrides, then resolved and validated."""
+    return resolve(apply(TrainConfig(), "train", preset, overrides))
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """A resolved configuration as saved in a run's config.yaml."""
-    cfg = TrainConfig()
-    for key, value in data.items():
-        set_key(cfg, key, value)
-    return resolve(cfg)
+    return resolve(apply(TrainConfig(), "train", None, data))
 
 
 # ---------------------------------------------------------------- resolution and validation

@@ -278,7 +278,7 @@ class RunState:
 
     def detail(self) -> str:
         if self.finished:
-            return f"final eval {self.summary['final_eval_mean']:.1f}"
+            return f"final eval {self.summary['final_eval_mean']:.4g}"
         if self.failure:
             return f"{self.failure['error']} (log: {self.failure['log']})"
         return f"checkpoint at step {self.checkpoint_step}" if self.checkpoint_step is not None else ""
@@ -474,7 +474,7 @@ class Progress:
                 self.resumed += 1
             else:
                 self.ran += 1
-            result = f"final eval {outcome.final_eval:.1f}"
+            result = f"final eval {outcome.final_eval:.4g}"
         else:
             atomic_write_text(failed_file, json.dumps({"error": outcome.error, "log": str(run.path / LOG)}) + "\n")
             self.failed.append((run, outcome.error))

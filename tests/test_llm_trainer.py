@@ -64,6 +64,12 @@ def _cfg(root, tmp_path, **overrides):
     return build_rlhf_config(None, {**base, **overrides})
 
 
+def _trainer(cfg):
+    run = RunDirectory(cfg)
+    run.prepare(force=False)
+    return RLHFTrainer(cfg, run)
+
+
 def _params(path):
     from safetensors.torch import load_file
 
@@ -75,9 +81,7 @@ def test_scoring_gives_the_log_probs_generation_sampled_with(lm_setup, tmp_path)
     """Left padding, position ids and the logits window: the trainer's scoring of a rollout (policy and
     reference) reproduces the logits ``generate`` sampled from, eos cut included."""
     cfg = _cfg(lm_setup, tmp_path, **{"generation.min_new_tokens": 0, "generation.temperature": 0.7})
-    run = RunDirectory(cfg)
-    run.prepare(force=False)
-    trainer = RLHFTrainer(cfg, run)
+    trainer = _trainer(cfg)
     tokenizer, lm = trainer.tokenizer, trainer.model.lm
     query, mask = encode_prompts(tokenizer, ["the film was", "the movie was great. the plot was dull. the cast"],
                                  16, torch.device("cpu"))
@@ -102,9 +106,7 @@ def test_sppo_token_gradient_is_alpha_plus_beta_z_times_ppo(lm_setup, tmp_path):
     rollout = None
     for algo, extra in (("ppo", {}), ("sppo", {"alpha": 0.5, "beta": 0.4})):
         cfg = _cfg(lm_setup, tmp_path, algo=algo, vf_coef=0.0, target_coef=0.0, experiment=algo, **extra)
-        run = RunDirectory(cfg)
-        run.prepare(force=False)
-        trainer = RLHFTrainer(cfg, run)
+        trainer = _trainer(cfg)
         if rollout is None:
             torch.manual_seed(0)
             rollout = trainer.collect(iteration_examples(trainer.train_examples, 0, cfg.rollouts, 0))
@@ -142,9 +144,7 @@ def test_gradient_accumulation_changes_memory_not_maths(lm_setup, tmp_path):
     grads, rollout = {}, None
     for accum in (1, 2):
         cfg = _cfg(lm_setup, tmp_path, experiment=f"accum{accum}", grad_accum=accum, **common)
-        run = RunDirectory(cfg)
-        run.prepare(force=False)
-        trainer = RLHFTrainer(cfg, run)
+        trainer = _trainer(cfg)
         if rollout is None:
             torch.manual_seed(3)
             rollout = trainer.collect(iteration_examples(trainer.train_examples, 0, cfg.rollouts, 0))
@@ -165,9 +165,7 @@ def test_gradient_accumulation_changes_memory_not_maths(lm_setup, tmp_path):
 def test_reference_texts_follow_the_prompt(lm_setup, tmp_path):
     """The auxiliary NLL's target is the review's continuation right after the prompt, cut at its end."""
     cfg = _cfg(lm_setup, tmp_path, **{"generation.max_new_tokens": 4, "generation.min_new_tokens": 4})
-    run = RunDirectory(cfg)
-    run.prepare(force=False)
-    trainer = RLHFTrainer(cfg, run)
+    trainer = _trainer(cfg)
     examples = trainer.train_examples[:3]
     batch = Batch(*encode_prompts(trainer.tokenizer, [e.prompt for e in examples], 6, torch.device("cpu")),
                   torch.zeros((3, 4), dtype=torch.long), torch.ones((3, 4), dtype=torch.long))
@@ -240,9 +238,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(lm_setup, tmp_path, monk
 
 def test_lora_trains_adapters_against_the_disabled_adapter_reference(lm_setup, tmp_path):
     cfg = _cfg(lm_setup, tmp_path, **{"policy.lora_r": 4, "policy.lora_alpha": 8, "iterations": 2})
-    run = RunDirectory(cfg)
-    run.prepare(force=False)
-    trainer = RLHFTrainer(cfg, run)
+    trainer = _trainer(cfg)
     assert trainer.reference.model is None  # no copy: the base with adapters off
     lora = {n: p.detach().clone() for n, p in trainer.model.lm.named_parameters() if "lora_" in n}
     base = {n: p.detach().clone() for n, p in trainer.model.lm.named_parameters() if "lora_" not in n}
@@ -265,7 +261,7 @@ def test_separate_critic_and_run_files(lm_setup, tmp_path):
     for name in ("config.yaml", "metrics.jsonl", "eval.jsonl", "summary.json", "tb"):
         assert (path / name).exists(), name
     evals = read_jsonl(path / "eval.jsonl")
-    assert [r["step"] for r in evals] == [1, 2]
+    assert [r["step"] for r in evals] == [0, 1, 2]
     assert {"mean_return", "judge_vader", "kl", "ppl_reference", "distinct_1", "distinct_2"} <= set(evals[-1])
     assert len(evals[-1]["samples"]) == 2 and isinstance(evals[-1]["samples"][0]["completion"], str)
     folder = path / "checkpoints" / load_checkpoint(path)["folder"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from symrl.config import check_choice, load_preset, require, set_key
+from symrl.config import apply, check_choice, require
 
 ALGOS = ("ppo", "sppo", "scaled_ppo")
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -130,21 +130,7 @@ class RLHFConfig:
 
 def build_rlhf_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> RLHFConfig:
     """Defaults ← preset (``symrl/presets/rlhf``) ← overrides, then resolved and validated."""
-    cfg = RLHFConfig()
-    if preset:
-        for key, value in (load_preset(preset, "rlhf").get("config") or {}).items():
-            set_key(cfg, key, value)
-    for key, value in (overrides or {}).items():
-        set_key(cfg, key, value)
-    return resolve_rlhf(cfg)
-
-
-def rlhf_config_from_dict(data: dict[str, Any]) -> RLHFConfig:
-    """A resolved configuration as saved in a run's config.yaml."""
-    cfg = RLHFConfig()
-    for key, value in data.items():
-        set_key(cfg, key, value)
-    return resolve_rlhf(cfg)
+    return resolve_rlhf(apply(RLHFConfig(), "rlhf", preset, overrides))
 
 
 def resolve_rlhf(cfg: RLHFConfig) -> RLHFConfig:

@@ -312,16 +312,17 @@ class RLHFTrainer:
     def train(self, progress: bool = True) -> dict[str, Any]:
         cfg = self.cfg
         resumed = self.iteration > 0
-        if self.accelerator.is_main_process:
-            if resumed:
-                self.run.truncate_logs(self.iteration)
-            self.run.tensorboard(purge_step=self.iteration + 1 if resumed else None)
+        if self.accelerator.is_main_process:  # lines after the checkpoint (all, without one) are written again
+            self.run.truncate_logs(self.iteration if resumed else -1)
+            self.run.tensorboard(purge_step=self.iteration + 1 if resumed else 0)
         last_eval = self._last_eval() if resumed else None
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.iterations, initial=self.iteration, dynamic_ncols=True,
                    disable=not (progress and self.accelerator.is_main_process),
                    desc=f"{cfg.algo} {cfg.task} seed{cfg.seed}")
+        if not resumed and cfg.eval_every:  # the starting point of every curve: the initial policy
+            last_eval = self._evaluate_and_log()
         while self.iteration < cfg.iterations:
             start = time.perf_counter()
             process = self.accelerator.process_index
@@ -346,10 +347,7 @@ class RLHFTrainer:
                 self.run.log("metrics.jsonl", row, "train")
             due = self.iteration == cfg.iterations or (cfg.eval_every and self.iteration % cfg.eval_every == 0)
             if due:
-                last_eval = {"step": self.iteration, **self.evaluate()}
-                if self.accelerator.is_main_process:
-                    self.run.log("eval.jsonl", last_eval, "eval")
-                    _print_eval(last_eval)
+                last_eval = self._evaluate_and_log()
             if self.iteration % cfg.checkpoint_every == 0 or self.iteration == cfg.iterations:
                 self.save()
             bar.update(1)
@@ -362,6 +360,13 @@ class RLHFTrainer:
             self.run.write_summary(summary)
         self.run.close()
         return summary
+
+    def _evaluate_and_log(self) -> dict[str, Any]:
+        row = {"step": self.iteration, **self.evaluate()}
+        if self.accelerator.is_main_process:
+            self.run.log("eval.jsonl", row, "eval")
+            _print_eval(row)
+        return row
 
     def _last_eval(self) -> dict[str, Any] | None:
         from symrl.run import read_jsonl

@@ -139,7 +139,7 @@ def _env(experiment: str, env: str, by_method: dict[Method, list[Run]], out: Pat
     folder = Path("figures") / experiment / env.replace("/", "-").replace(":", "-")
     rlhf = any(r.is_rlhf for runs in by_method.values() for r in runs)
     xlabel = "iterations" if rlhf else "environment steps"
-    score = "eval reward (held-out prompts)" if rlhf else "eval return"
+    score = "held-out reward" if rlhf else "eval return"
     curve_figure(learning_curves(by_method, REPS, CONFIDENCE, SEED), f"{experiment} / {env}",
                  f"{score}, mean over seeds ({CONFIDENCE:.0%} CI band)", out / folder / "learning_curves.png", xlabel)
     curve_figure(metric_curves(by_method, "sign_change"), f"{experiment} / {env}: advantage sign changes",
