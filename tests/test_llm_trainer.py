@@ -71,10 +71,12 @@ def _trainer(cfg):
 
 
 def _params(path):
+    """Every tensor of the latest checkpoint: policy (or its LoRA adapters), critic, value head."""
     from safetensors.torch import load_file
 
-    state = load_checkpoint(path)
-    return load_file(str(path / "checkpoints" / state["folder"] / "policy" / "model.safetensors"))
+    folder = path / "checkpoints" / load_checkpoint(path)["folder"]
+    return {f"{file.relative_to(folder)}:{key}": value for file in sorted(folder.rglob("*.safetensors"))
+            for key, value in load_file(str(file)).items()}
 
 
 def test_scoring_gives_the_log_probs_generation_sampled_with(lm_setup, tmp_path):
@@ -210,10 +212,13 @@ def test_mean_reward_rises_with_a_learnable_reward(lm_setup, tmp_path, algo):
     print(algo, [round(r, 2) for r in rewards])
 
 
-def test_killed_run_resumes_to_the_uninterrupted_result(lm_setup, tmp_path, monkeypatch):
-    whole = _cfg(lm_setup, tmp_path, iterations=4, checkpoint_every=2, eval_every=2, experiment="whole")
+@pytest.mark.parametrize("variant", [{}, {"policy.lora_r": 4, "policy.lora_alpha": 8},
+                                     {"policy.value_head": "separate", "kl_controller": "adaptive"}],
+                         ids=["full", "lora", "critic-adaptive-kl"])
+def test_killed_run_resumes_to_the_uninterrupted_result(lm_setup, tmp_path, monkeypatch, variant):
+    whole = _cfg(lm_setup, tmp_path, iterations=4, checkpoint_every=2, eval_every=2, experiment="whole", **variant)
     train_rlhf(whole, progress=False)
-    killed = _cfg(lm_setup, tmp_path, iterations=4, checkpoint_every=2, eval_every=2, experiment="killed")
+    killed = _cfg(lm_setup, tmp_path, iterations=4, checkpoint_every=2, eval_every=2, experiment="killed", **variant)
     original = RLHFTrainer.update
     calls = {"n": 0}
 
@@ -230,7 +235,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(lm_setup, tmp_path, monk
     assert load_checkpoint(run_dir(killed))["step"] == 2
     train_rlhf(killed, progress=False)
     a, b = _params(run_dir(whole)), _params(run_dir(killed))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any("value_head" in k for k in a) and (not variant.get("policy.lora_r") or any("lora_" in k for k in a))
     strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
     assert strip(read_jsonl(run_dir(whole) / "metrics.jsonl")) == strip(read_jsonl(run_dir(killed) / "metrics.jsonl"))
     assert read_jsonl(run_dir(whole) / "eval.jsonl") == read_jsonl(run_dir(killed) / "eval.jsonl")
@@ -253,8 +259,9 @@ def test_lora_trains_adapters_against_the_disabled_adapter_reference(lm_setup, t
 
 
 def test_separate_critic_and_run_files(lm_setup, tmp_path):
+    second_lm = str(lm_setup / "models" / "policy")
     cfg = _cfg(lm_setup, tmp_path, **{"policy.value_head": "separate", "iterations": 2, "eval_every": 1,
-                                      "eval_samples": 2})
+                                      "eval_samples": 2, "eval_lms": [second_lm]})
     summary = train_rlhf(cfg, progress=False)
     path = run_dir(cfg)
     assert summary["finished"] and path == tmp_path / "runs" / "rlhf" / "imdb" / "ppo" / "seed0"
@@ -263,6 +270,10 @@ def test_separate_critic_and_run_files(lm_setup, tmp_path):
     evals = read_jsonl(path / "eval.jsonl")
     assert [r["step"] for r in evals] == [0, 1, 2]
     assert {"mean_return", "judge_vader", "kl", "ppl_reference", "distinct_1", "distinct_2"} <= set(evals[-1])
+    # the second LM is the reference itself here; it scores re-tokenized text (the completion's first
+    # token may merge differently at the prompt boundary), so the two agree only roughly
+    ratio = evals[0]["ppl:" + second_lm] / evals[0]["ppl_reference"]
+    assert 0.5 < ratio < 2, ratio
     assert len(evals[-1]["samples"]) == 2 and isinstance(evals[-1]["samples"][0]["completion"], str)
     folder = path / "checkpoints" / load_checkpoint(path)["folder"]
     assert (folder / "critic" / "config.json").exists() and (folder / "value_head.safetensors").exists()
@@ -342,3 +353,17 @@ def test_sweep_runs_rlhf_configs_and_the_report_shows_reward_kl_and_samples(lm_s
     figures = tmp_path / "report" / "figures" / "demo" / "imdb"
     for name in ("learning_curves", "reward_mean", "kl", "judge_vader"):
         assert (figures / f"{name}.png").exists(), name
+
+
+def test_custom_task_with_a_lexicon_reward(lm_setup, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"review {i}: the film was"}) + "\n" for i in range(24)))
+    cfg = _cfg(lm_setup, tmp_path, task="custom", data=str(prompts), iterations=2, target_coef=0.1,
+               **{"reward.kind": "lexicon"})
+    summary = train_rlhf(cfg, progress=False)
+    rows = read_jsonl(run_dir(cfg) / "metrics.jsonl")
+    assert summary["finished"] and len(rows) == 2 and "target_nll" not in rows[0]  # no references: no NLL term
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "x", "reference": 3}) + "\n")
+    with pytest.raises(ConfigError, match="data: a record's 'reference' is not a string"):
+        train_rlhf(_cfg(lm_setup, tmp_path, task="custom", data=str(bad), experiment="bad"), progress=False)
