@@ -43,9 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--preset")
     explain.add_argument("overrides", nargs="*", metavar="key=value")
 
-    ev = sub.add_parser("eval", help="re-evaluate the latest checkpoint of a run")
+    ev = sub.add_parser("eval", help="re-evaluate the latest checkpoint of a run (symrl train or symrl rlhf)")
     ev.add_argument("run_dir")
-    ev.add_argument("--episodes", type=int, default=None, help="default: the run's eval_episodes")
+    ev.add_argument("--episodes", type=int, default=None,
+                    help="episodes, or held-out prompts for an RLHF run (default: the run's eval_episodes/eval_prompts)")
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     ev.add_argument("--seed", type=int, default=12345)
 
@@ -131,9 +132,17 @@ def _explain(args) -> int:
 
 
 def _eval(args) -> int:
-    from symrl.algos.onpolicy import evaluate_run
+    from symrl.run import read_run
 
-    row = evaluate_run(Path(args.run_dir), args.episodes, not args.stochastic, args.seed)
+    path = Path(args.run_dir)
+    if "task" in read_run(path)[0]:  # an RLHF run: held-out prompts instead of episodes
+        from symrl.llm.trainer import evaluate_rlhf_run
+
+        row = evaluate_rlhf_run(path, args.episodes)
+    else:
+        from symrl.algos.onpolicy import evaluate_run
+
+        row = evaluate_run(path, args.episodes, not args.stochastic, args.seed)
     print(json.dumps(row, indent=2))
     return 0
 

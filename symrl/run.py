@@ -62,6 +62,18 @@ def load_checkpoint(directory: Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def read_run(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The saved config and latest checkpoint of a finished or interrupted run, for re-evaluation."""
+    config_file = path / "config.yaml"
+    if not config_file.exists():
+        raise ConfigError(f"run_dir: {path} holds no config.yaml; allowed: a directory made by `symrl train` "
+                          "or `symrl rlhf`")
+    state = load_checkpoint(path)
+    if state is None:
+        raise ConfigError(f"run_dir: {path} has no checkpoint yet; train first")
+    return yaml.safe_load(config_file.read_text()), state
+
+
 def read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         return []

@@ -280,6 +280,16 @@ def test_separate_critic_and_run_files(lm_setup, tmp_path):
     assert len(list((path / "checkpoints").glob("iter-*"))) == 1
 
 
+def test_symrl_eval_reevaluates_an_rlhf_checkpoint(lm_setup, tmp_path, capsys):
+    cfg = _cfg(lm_setup, tmp_path, iterations=1)
+    train_rlhf(cfg, progress=False)
+    capsys.readouterr()
+    assert main(["eval", str(run_dir(cfg)), "--episodes", "4"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["checkpoint_step"] == 1 and {"mean_return", "judge_vader", "kl"} <= set(row)
+    assert len(read_jsonl(run_dir(cfg) / "eval.jsonl")) == 1  # nothing written to the run
+
+
 def test_hub_id_offline_fails_fast_with_one_line(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["rlhf", "--preset", "imdb-sppo", f"out={tmp_path}"]) == 2

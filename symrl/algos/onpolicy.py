@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from symrl import advantages as adv_ops
 from symrl.algos import a2c, ppo
@@ -40,7 +39,7 @@ from symrl.device import resolve_device
 from symrl.losses import effective_pg_multiplier, loss_weights
 from symrl.nets import build_model
 from symrl.noise import noisy_advantages, noisy_rewards
-from symrl.run import RunDirectory, load_checkpoint, read_summary, save_checkpoint
+from symrl.run import RunDirectory, load_checkpoint, read_run, read_summary, save_checkpoint
 
 UPDATE_RULES = {"ppo": (ppo.make_optimizer, ppo.ppo_update), "a2c": (a2c.make_optimizer, a2c.a2c_update)}
 
@@ -339,13 +338,8 @@ def _train_loop(trainer: OnPolicyTrainer, run: RunDirectory, progress: bool | No
 
 def evaluate_run(path: Path, episodes: int | None, deterministic: bool, seed: int) -> dict[str, Any]:
     """Re-evaluate the latest checkpoint of the run in ``path`` on fresh, clean episodes."""
-    config_file = path / "config.yaml"
-    if not config_file.exists():
-        raise ConfigError(f"run_dir: {path} holds no config.yaml; allowed: a directory made by `symrl train`")
-    state = load_checkpoint(path)
-    if state is None:
-        raise ConfigError(f"run_dir: {path} has no checkpoint yet; train first")
-    cfg = config_from_dict(yaml.safe_load(config_file.read_text()))
+    saved, state = read_run(path)
+    cfg = config_from_dict(saved)
     cfg = dataclasses.replace(cfg, eval_episodes=episodes or cfg.eval_episodes, eval_deterministic=deterministic)
     if cfg.eval_episodes < 1:
         raise ConfigError(f"episodes: got {cfg.eval_episodes}, allowed: an integer >= 1")

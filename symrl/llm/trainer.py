@@ -14,6 +14,7 @@ from contextlib import nullcontext
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +32,7 @@ from symrl.llm.policy import (Reference, build_actor_critic, evaluating, load_ca
 from symrl.llm.rewards import reward_from_config
 from symrl.llm.tasks import Example, iteration_examples, load_examples
 from symrl.losses import loss_weights, masked_mean, symmetric_loss
-from symrl.run import RunDirectory, load_checkpoint, read_summary, save_checkpoint
+from symrl.run import RunDirectory, load_checkpoint, read_run, read_summary, save_checkpoint
 
 EVAL_SEED_OFFSET = 7_919  # evaluation draws its own samples, apart from the training stream
 
@@ -395,6 +396,20 @@ def _print_eval(row: dict[str, Any]) -> None:
     for sample in row.get("samples", [])[:2]:
         print(f"  [{sample['reward']:+.2f}] {sample['prompt'][-60:]!r} → {sample['completion'][:100]!r}",
               file=sys.stderr)
+
+
+def evaluate_rlhf_run(path: Path, prompts: int | None) -> dict[str, Any]:
+    """Re-evaluate the latest checkpoint of an RLHF run on ``prompts`` held-out prompts (default: the
+    run's ``eval_prompts``); nothing is written to the run."""
+    from symrl.llm.config import build_rlhf_config
+
+    saved, state = read_run(path)
+    cfg = build_rlhf_config(None, {**saved, "eval_prompts": prompts or saved["eval_prompts"]})
+    run = RunDirectory(cfg)
+    run.path = path
+    trainer = RLHFTrainer(cfg, run)
+    return {"run": str(path), "checkpoint_step": state["step"],
+            **{k: v for k, v in trainer.evaluate().items() if k != "samples"}}
 
 
 def train_rlhf(cfg: RLHFConfig, force: bool = False, progress: bool = True) -> dict[str, Any]:
