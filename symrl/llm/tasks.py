@@ -20,7 +20,9 @@ from symrl.llm.hub import OFFLINE_HINT, hub_reachable
 
 # The split does not depend on the run's seed: every seed evaluates on the same prompts.
 SPLIT_SEED = 1234
-REVIEW_CHARS = 2000  # enough characters for 64 + 48 tokens; tokenizing whole reviews is wasted work
+# Characters per token kept from each review before tokenizing: enough for any BPE (whole reviews
+# would be wasted work, and longer than small models' positions).
+CHARS_PER_TOKEN = 8
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,14 @@ def _hub_records(dataset: str) -> list[dict]:
 
 
 def _imdb(records: list[dict], tokenizer, prompt_tokens: int, reference_tokens: int) -> list[Example]:
-    reviews = [t[:REVIEW_CHARS].replace("<br />", " ").replace("<br/>", " ") for t in texts(records, "text")]
-    ids = tokenizer(reviews, add_special_tokens=False)["input_ids"]
+    keep = CHARS_PER_TOKEN * (prompt_tokens + reference_tokens)
+    reviews = [t[:keep].replace("<br />", " ").replace("<br/>", " ") for t in texts(records, "text")]
+    side, tokenizer.truncation_side = tokenizer.truncation_side, "right"  # keep each review's start
+    try:
+        ids = tokenizer(reviews, add_special_tokens=False, truncation=True,
+                        max_length=prompt_tokens + reference_tokens)["input_ids"]
+    finally:
+        tokenizer.truncation_side = side
     return [Example(tokenizer.decode(row[:prompt_tokens]), tokenizer.decode(row[prompt_tokens:prompt_tokens + reference_tokens]))
             for row in ids if len(row) > prompt_tokens]
 
