@@ -2,6 +2,7 @@
 the per-token SPPO gradient, β=0 ≡ PPO, the reward rises, resume ≡ uninterrupted, LoRA, files."""
 
 import json
+import math
 import random
 
 import pytest
@@ -377,3 +378,24 @@ def test_custom_task_with_a_lexicon_reward(lm_setup, tmp_path):
     bad.write_text(json.dumps({"prompt": "x", "reference": 3}) + "\n")
     with pytest.raises(ConfigError, match="data: a record's 'reference' is not a string"):
         train_rlhf(_cfg(lm_setup, tmp_path, task="custom", data=str(bad), experiment="bad"), progress=False)
+
+
+@pytest.mark.parametrize("lora", [0, 4])
+def test_another_architecture_trains(lm_setup, tmp_path, lora):
+    """Not only GPT-2: a tiny Llama (rotary positions, no Conv1D) with its value head and LoRA."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(lm_setup / "models" / "policy")
+    folder = tmp_path / "llama"
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    cfg = _cfg(lm_setup, tmp_path, iterations=2, **{"policy.model": str(folder), "policy.lora_r": lora})
+    summary = train_rlhf(cfg, progress=False)
+    rows = read_jsonl(run_dir(cfg) / "metrics.jsonl")
+    assert summary["finished"] and rows[0]["kl"] == pytest.approx(0.0, abs=1e-4)  # the policy starts as its reference
+    assert all(math.isfinite(r["policy_loss"]) and math.isfinite(r["value_loss"]) for r in rows)

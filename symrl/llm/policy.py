@@ -72,10 +72,12 @@ def _quantization(load_in: str) -> dict:
                           "allowed here: full") from None
     from transformers import BitsAndBytesConfig
 
+    # quantized weights cannot be moved after loading: place them on this process's GPU now
+    placement = {"device_map": {"": torch.cuda.current_device()}}
     if load_in == "8bit":
-        return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True)}
+        return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True), **placement}
     return {"quantization_config": BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)}
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16), **placement}
 
 
 def load_causal_lm(name: str, field: str, load_in: str = "full"):
