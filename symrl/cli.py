@@ -46,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="re-evaluate the latest checkpoint of a run (symrl train or symrl rlhf)")
     ev.add_argument("run_dir")
     ev.add_argument("--episodes", type=int, default=None,
-                    help="episodes, or held-out prompts for an RLHF run (default: the run's eval_episodes/eval_prompts)")
+                    help="episodes, or for an RLHF run the first N of its held-out prompts (default: the run's "
+                         "eval_episodes / all its eval_prompts; RLHF evaluation always samples)")
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     ev.add_argument("--seed", type=int, default=12345)
 
@@ -132,10 +133,11 @@ def _explain(args) -> int:
 
 
 def _eval(args) -> int:
-    from symrl.run import read_run
+    import yaml
 
     path = Path(args.run_dir)
-    if "task" in read_run(path)[0]:  # an RLHF run: held-out prompts instead of episodes
+    config = path / "config.yaml"
+    if config.exists() and "task" in (yaml.safe_load(config.read_text()) or {}):  # RLHF: prompts, not episodes
         from symrl.llm.trainer import evaluate_rlhf_run
 
         row = evaluate_rlhf_run(path, args.episodes)

@@ -329,13 +329,27 @@ def require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def _validate(cfg: TrainConfig) -> None:
+def check_loss_settings(cfg: Any) -> None:
+    """The settings `symrl train` and `symrl rlhf` share: loss weights, Z, discounting, clipping."""
     require(cfg.Z < 0, f"Z: got {cfg.Z:g}, allowed: a negative number (Z stands for log 0; the paper uses -1)")
     require(cfg.beta >= 0, f"beta: got {cfg.beta:g}, allowed: a number >= 0 (0 turns the reverse term off)")
     require(cfg.alpha >= 0, f"alpha: got {cfg.alpha:g}, allowed: a number >= 0")
     if cfg.algo in ("a2c", "ppo"):
         require(cfg.beta == 0, f"beta: got {cfg.beta:g} with algo={cfg.algo}, the plain baseline; "
                  f"allowed: 0 (use algo=s{cfg.algo} for the symmetric loss)")
+    require(0 < cfg.gamma <= 1, f"gamma: got {cfg.gamma:g}, allowed: 0 < gamma <= 1")
+    require(0 <= cfg.gae_lambda <= 1, f"gae_lambda: got {cfg.gae_lambda:g}, allowed: 0..1")
+    require(cfg.lr > 0, f"lr: got {cfg.lr:g}, allowed: a number > 0")
+    require(cfg.clip_range > 0, f"clip_range: got {cfg.clip_range:g}, allowed: a number > 0")
+    require(cfg.clip_range_vf is None or cfg.clip_range_vf > 0,
+            f"clip_range_vf: got {cfg.clip_range_vf}, allowed: null (off) or a number > 0")
+    require(cfg.max_grad_norm > 0, f"max_grad_norm: got {cfg.max_grad_norm:g}, allowed: a number > 0")
+    for key in ("vf_coef", "ent_coef"):
+        require(getattr(cfg, key) >= 0, f"{key}: got {getattr(cfg, key):g}, allowed: a number >= 0")
+
+
+def _validate(cfg: TrainConfig) -> None:
+    check_loss_settings(cfg)
     require(cfg.discretize == 0 or cfg.discretize >= 2,
              f"discretize: got {cfg.discretize}, allowed: 0 (off) or an integer >= 2 (bins per action dimension)")
     for key in ("total_steps", "n_envs", "n_steps", "n_epochs", "eval_episodes", "checkpoint_every"):
@@ -345,17 +359,8 @@ def _validate(cfg: TrainConfig) -> None:
     if cfg.batch_size is not None:
         require(1 <= cfg.batch_size <= rollout,
                  f"batch_size: got {cfg.batch_size}, allowed: 1..{rollout} (n_envs × n_steps)")
-    require(0 < cfg.gamma <= 1, f"gamma: got {cfg.gamma:g}, allowed: 0 < gamma <= 1")
-    require(0 <= cfg.gae_lambda <= 1, f"gae_lambda: got {cfg.gae_lambda:g}, allowed: 0..1")
-    require(cfg.lr > 0, f"lr: got {cfg.lr:g}, allowed: a number > 0")
-    require(cfg.clip_range > 0, f"clip_range: got {cfg.clip_range:g}, allowed: a number > 0")
-    require(cfg.clip_range_vf is None or cfg.clip_range_vf > 0,
-             f"clip_range_vf: got {cfg.clip_range_vf}, allowed: null (off) or a number > 0")
     require(cfg.target_kl is None or cfg.target_kl > 0,
              f"target_kl: got {cfg.target_kl}, allowed: null (off) or a number > 0")
-    require(cfg.max_grad_norm > 0, f"max_grad_norm: got {cfg.max_grad_norm:g}, allowed: a number > 0")
-    for key in ("vf_coef", "ent_coef"):
-        require(getattr(cfg, key) >= 0, f"{key}: got {getattr(cfg, key):g}, allowed: a number >= 0")
     if cfg.noise in ("reward_flip", "adv_flip"):
         require(0 <= cfg.noise_scale <= 1,
                  f"noise_scale: got {cfg.noise_scale:g} for noise={cfg.noise}, allowed: a probability 0..1")

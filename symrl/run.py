@@ -62,7 +62,7 @@ def load_checkpoint(directory: Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def read_run(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_config_and_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """The saved config and latest checkpoint of a finished or interrupted run, for re-evaluation."""
     config_file = path / "config.yaml"
     if not config_file.exists():

@@ -278,7 +278,7 @@ class RunState:
 
     def detail(self) -> str:
         if self.finished:
-            return f"final eval {self.summary['final_eval_mean']:.4g}"
+            return f"final eval {_score(self.summary['final_eval_mean'])}"
         if self.failure:
             return f"{self.failure['error']} (log: {self.failure['log']})"
         return f"checkpoint at step {self.checkpoint_step}" if self.checkpoint_step is not None else ""
@@ -342,6 +342,11 @@ def _output_to(log: Path) -> Iterator[None]:
             for fd, copy in zip((1, 2), saved):
                 os.dup2(copy, fd)
                 os.close(copy)
+
+
+def _score(value: float) -> str:
+    """Returns and game scores to 0.1; RLHF rewards (logits, mostly |x| < 10) to 0.001."""
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3f}"
 
 
 def _one_line(err: BaseException) -> str:
@@ -474,7 +479,7 @@ class Progress:
                 self.resumed += 1
             else:
                 self.ran += 1
-            result = f"final eval {outcome.final_eval:.4g}"
+            result = f"final eval {_score(outcome.final_eval)}"
         else:
             atomic_write_text(failed_file, json.dumps({"error": outcome.error, "log": str(run.path / LOG)}) + "\n")
             self.failed.append((run, outcome.error))

@@ -191,14 +191,16 @@ def test_tldr_evaluation_reports_rouge_and_win_rate(lm_setup, tmp_path):
     posts = tmp_path / "tldr.jsonl"
     posts.write_text("".join(json.dumps({"prompt": f"post {i}: {r['text']}\nTL;DR:", "label": " the plot was dull."})
                              + "\n" for i, r in enumerate(_corpus(40))))
-    cfg = _cfg(lm_setup, tmp_path, task="tldr", data=str(posts), iterations=1, eval_every=1,
+    cfg = _cfg(lm_setup, tmp_path, task="tldr", data=str(posts), iterations=1, eval_every=1, eval_samples=8,
                **{"reward.kind": "reward_model", "reward.model": str(rm_dir), "reward.relative_to_reference": True,
                   "generation.prompt_tokens": 24})
     train_rlhf(cfg, progress=False)
     row = read_jsonl(run_dir(cfg) / "eval.jsonl")[-1]
     assert {"rouge1", "rouge2", "rougeL", "win_rate"} <= set(row)
+    # a relative reward is RM(sample) − RM(reference): the sample wins where it is above 0
     scores = [s["reward"] for s in row["samples"]]
-    assert 0 <= row["win_rate"] <= 1 and len(scores) == cfg.eval_samples
+    assert len(scores) == cfg.eval_prompts
+    assert row["win_rate"] == pytest.approx(sum((s > 0) + 0.5 * (s == 0) for s in scores) / len(scores), abs=1e-3)
 
 
 @pytest.mark.parametrize("algo", ["ppo", "sppo", "scaled_ppo"])
@@ -285,10 +287,15 @@ def test_symrl_eval_reevaluates_an_rlhf_checkpoint(lm_setup, tmp_path, capsys):
     cfg = _cfg(lm_setup, tmp_path, iterations=1)
     train_rlhf(cfg, progress=False)
     capsys.readouterr()
-    assert main(["eval", str(run_dir(cfg)), "--episodes", "4"]) == 0
+    assert main(["eval", str(run_dir(cfg))]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["checkpoint_step"] == 1 and {"mean_return", "judge_vader", "kl"} <= set(row)
     assert len(read_jsonl(run_dir(cfg) / "eval.jsonl")) == 1  # nothing written to the run
+    # the same held-out prompts as in training (and the same samples: evaluation is seeded)
+    assert row["mean_return"] == pytest.approx(read_jsonl(run_dir(cfg) / "eval.jsonl")[-1]["mean_return"])
+    assert main(["eval", str(run_dir(cfg)), "--episodes", "4"]) == 0
+    assert main(["eval", str(run_dir(cfg)), "--episodes", "9"]) == 2  # never beyond the held-out split
+    assert "episodes: got 9, allowed: 1..8" in capsys.readouterr().err
 
 
 def test_hub_id_offline_fails_fast_with_one_line(capsys, monkeypatch, tmp_path):
@@ -338,9 +345,9 @@ def test_rlhf_presets_resolve_and_accelerate_configs_load(lm_setup):
         assert {k: v for k, v in cfgs[name].to_dict().items() if k != "algo"} == \
             {k: v for k, v in cfgs["imdb-offline-sppo"].to_dict().items() if k != "algo"}
     configs = sorted(Path(__file__).parents[1].joinpath("configs", "accelerate").glob("*.yaml"))
-    assert [c.stem for c in configs] == ["ddp", "deepspeed_zero2", "fsdp"]
+    assert [c.stem for c in configs] == ["ddp", "deepspeed_zero2"]
     kinds = [load_config_from_file(str(c)).distributed_type.value for c in configs]
-    assert kinds == ["MULTI_GPU", "DEEPSPEED", "FSDP"]
+    assert kinds == ["MULTI_GPU", "DEEPSPEED"]
 
 
 def test_sweep_runs_rlhf_configs_and_the_report_shows_reward_kl_and_samples(lm_setup, tmp_path):

@@ -234,10 +234,11 @@ SHIPPED_FACTS = {
 }
 
 
-def test_rlhf_demo_spec_expands_to_three_methods_by_three_seeds():
+def test_rlhf_demo_spec_expands_to_three_methods_by_three_seeds(monkeypatch):
     data = ROOT.parent / "shared" / "data" / "imdb_reviews_offline.jsonl.gz"
     if not data.exists():
         pytest.skip(f"the offline review corpus is not at {data}")
+    monkeypatch.chdir(ROOT)  # the presets name the corpus relative to the repository, as `make demo-rlhf` runs
     runs = load_sweep(ROOT / "sweeps" / "rlhf-demo.yaml")
     assert sorted((run.cfg.algo, run.cfg.seed) for run in runs) == [
         (algo, seed) for algo in ("ppo", "scaled_ppo", "sppo") for seed in (0, 1, 2)]

@@ -39,7 +39,7 @@ from symrl.device import resolve_device
 from symrl.losses import effective_pg_multiplier, loss_weights
 from symrl.nets import build_model
 from symrl.noise import noisy_advantages, noisy_rewards
-from symrl.run import RunDirectory, load_checkpoint, read_run, read_summary, save_checkpoint
+from symrl.run import RunDirectory, load_checkpoint, read_config_and_checkpoint, read_summary, save_checkpoint
 
 UPDATE_RULES = {"ppo": (ppo.make_optimizer, ppo.ppo_update), "a2c": (a2c.make_optimizer, a2c.a2c_update)}
 
@@ -338,7 +338,7 @@ def _train_loop(trainer: OnPolicyTrainer, run: RunDirectory, progress: bool | No
 
 def evaluate_run(path: Path, episodes: int | None, deterministic: bool, seed: int) -> dict[str, Any]:
     """Re-evaluate the latest checkpoint of the run in ``path`` on fresh, clean episodes."""
-    saved, state = read_run(path)
+    saved, state = read_config_and_checkpoint(path)
     cfg = config_from_dict(saved)
     cfg = dataclasses.replace(cfg, eval_episodes=episodes or cfg.eval_episodes, eval_deterministic=deterministic)
     if cfg.eval_episodes < 1:

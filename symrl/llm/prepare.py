@@ -40,7 +40,9 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from symrl.config import ConfigError
+from symrl.device import resolve_device
 from symrl.llm.data import read_records, texts
+from symrl.llm.generation import right_pad
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -116,7 +118,7 @@ def prepare_models(records: list[dict], out: str | Path, *, size: str = "small",
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ConfigError(f"--steps: got {steps!r}, allowed: a positive integer")
     text, labels = _validated(records)
-    target = _device(device)
+    target = resolve_device(device)
     out = Path(out)
     # A preparation is reused only if all of these match, the preset's numbers included.
     settings = {"format": FORMAT, "size": size, "seed": seed, "lm_steps": steps or preset.lm_steps,
@@ -341,12 +343,7 @@ def _labelled_batches(encoded: list[list[int]], labels: list[int], batch: int, p
 
 def _padded(sequences: list[list[int]], pad_id: int) -> Batch:
     """Right-padded ids and their attention mask."""
-    width = max(map(len, sequences))
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        ids[row, :len(sequence)] = torch.tensor(sequence)
-        mask[row, :len(sequence)] = 1
+    ids, mask = right_pad(sequences, pad_id, torch.device("cpu"))
     return {"input_ids": ids, "attention_mask": mask}
 
 
@@ -456,14 +453,6 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"--device: got {name!r}, allowed: cpu, cuda, auto")
-    return torch.device(name)
 
 
 def _params(model: torch.nn.Module) -> int:

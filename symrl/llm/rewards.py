@@ -44,8 +44,6 @@ class _SequenceScorer:
                  truncation_side: str) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        if batch_size < 1:
-            raise ConfigError(f"reward.batch_size: got {batch_size}, allowed: an integer >= 1")
         self.tokenizer = hub.from_pretrained(AutoTokenizer, model, field=field)
         self.model = hub.from_pretrained(AutoModelForSequenceClassification, model, field=field)
         if self.tokenizer.pad_token is None:

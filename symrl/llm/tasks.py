@@ -68,6 +68,7 @@ def load_examples(cfg: RLHFConfig, tokenizer) -> tuple[list[Example], list[Examp
         if any(ref is not None and not isinstance(ref, str) for ref in references):
             raise ConfigError("data: a record's 'reference' is not a string; allowed: a string or no 'reference'")
         examples = [Example(p, ref) for p, ref in zip(texts(records, "prompt"), references)]
+    examples = list({e.prompt: e for e in reversed(examples)}.values())[::-1]  # one per prompt: none in both splits
     random.Random(SPLIT_SEED).shuffle(examples)
     if len(examples) < cfg.eval_prompts + cfg.rollouts:
         raise ConfigError(f"data: {len(examples)} usable examples, fewer than eval_prompts + rollouts "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import shutil
-from contextlib import nullcontext
 import sys
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from torch import Tensor
 
 from symrl import advantages as adv_ops
 from symrl.algos.update import approx_kl
+from symrl.config import ConfigError
 from symrl.device import resolve_device
 from symrl.llm import generation, metrics
 from symrl.llm.config import RLHFConfig
@@ -32,7 +32,7 @@ from symrl.llm.policy import (Reference, build_actor_critic, evaluating, load_ca
 from symrl.llm.rewards import reward_from_config
 from symrl.llm.tasks import Example, iteration_examples, load_examples
 from symrl.losses import loss_weights, masked_mean, symmetric_loss
-from symrl.run import RunDirectory, load_checkpoint, read_run, read_summary, save_checkpoint
+from symrl.run import RunDirectory, load_checkpoint, read_config_and_checkpoint, read_summary, save_checkpoint
 
 EVAL_SEED_OFFSET = 7_919  # evaluation draws its own samples, apart from the training stream
 
@@ -87,6 +87,7 @@ class RLHFTrainer:
         self.accelerator = Accelerator(cpu=device.type == "cpu", gradient_accumulation_steps=cfg.grad_accum,
                                        mixed_precision=None if cfg.mixed_precision == "auto" else cfg.mixed_precision)
         self.device = self.accelerator.device
+        self._check_distributed()
         self.tokenizer = load_tokenizer(cfg.policy.tokenizer or cfg.policy.model)
         self.train_examples, self.eval_examples = load_examples(cfg, self.tokenizer)
         state = load_checkpoint(run.path)
@@ -107,30 +108,37 @@ class RLHFTrainer:
             if state["optimizer"] is not None:
                 self.optimizer.load_state_dict(state["optimizer"])
             else:
-                print("symrl: this checkpoint holds no optimizer state (FSDP/DeepSpeed run): Adam restarts",
+                print("symrl: this checkpoint holds no optimizer state (DeepSpeed run): Adam restarts",
                       file=sys.stderr)
             if state.get("scaler") is not None and self.accelerator.scaler is not None:
                 self.accelerator.scaler.load_state_dict(state["scaler"])
             self.iteration = state["step"]
             self.kl_coef = state["kl_coef"]
 
+    def _check_distributed(self) -> None:
+        """What `accelerate launch` set up must fit the run: FSDP is refused (generation needs whole
+        weights, and FSDP cannot run a forward pass on gathered ones), DeepSpeed gets its micro-batch
+        size and must accumulate as many micro-batches as ``grad_accum``."""
+        from accelerate.utils import DistributedType
+
+        kind = self.accelerator.distributed_type
+        if kind == DistributedType.FSDP:
+            raise ConfigError("accelerate: FSDP is not supported by symrl rlhf yet; allowed: one process, DDP "
+                              "(configs/accelerate/ddp.yaml) or DeepSpeed ZeRO-2 (configs/accelerate/deepspeed_zero2.yaml)")
+        if self.accelerator.gradient_accumulation_steps != self.cfg.grad_accum:
+            raise ConfigError(f"grad_accum: got {self.cfg.grad_accum} but the accelerate config accumulates "
+                              f"{self.accelerator.gradient_accumulation_steps}; allowed: the same number in both")
+        if kind == DistributedType.DEEPSPEED:
+            self.accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
+                self.cfg.minibatch_size // self.cfg.grad_accum)
+
     @property
     def _optimizer_whole(self) -> bool:
-        """One process or DDP: this process holds the whole optimizer state. FSDP and DeepSpeed
-        shard it, and a resumed run of theirs restarts Adam's moments (said when it resumes)."""
+        """One process or DDP: this process holds the whole optimizer state. DeepSpeed shards it,
+        and a resumed run of its restarts Adam's moments (said when it resumes)."""
         from accelerate.utils import DistributedType
 
-        return self.accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-
-    def _full_parameters(self):
-        """Generation needs whole weights: FSDP gathers them for its duration."""
-        from accelerate.utils import DistributedType
-
-        if self.accelerator.distributed_type == DistributedType.FSDP:
-            from torch.distributed.fsdp import FullyShardedDataParallel
-
-            return FullyShardedDataParallel.summon_full_params(self.actor, writeback=False)
-        return nullcontext()
+        return self.accelerator.distributed_type != DistributedType.DEEPSPEED
 
     @property
     def model(self):
@@ -156,7 +164,7 @@ class RLHFTrainer:
             for lo in range(0, batch.query.shape[0], step):
                 part = batch.rows(torch.arange(lo, min(lo + step, batch.query.shape[0]), device=self.device))
                 logits, values = self.actor(part.input_ids, part.attention_mask, part.start)
-                with self.accelerator.autocast(), self._full_parameters():
+                with self.accelerator.autocast():
                     ref = self.reference.logprobs(self.model, part.input_ids, part.attention_mask, part.start,
                                                   self.cfg.generation.temperature)
                 out.append((token_logprobs(logits / self.cfg.generation.temperature, part.continuation), values, ref))
@@ -164,7 +172,7 @@ class RLHFTrainer:
 
     def _sample(self, examples: list[Example]) -> tuple[Batch, list[str], Tensor]:
         prompts = [e.prompt for e in examples]
-        with evaluating(self.actor), self._full_parameters():
+        with evaluating(self.actor):
             batch = generation.sample(self.model.lm, self.tokenizer, prompts, self.cfg.generation, self.device)
         completions = generation.decode(self.tokenizer, batch.continuation, batch.continuation_mask)
         scores = self.reward(prompts, completions, [e.reference for e in examples]).to(self.device)
@@ -228,7 +236,7 @@ class RLHFTrainer:
                                       values[:k], rollout.returns[rows], rollout.values[rows], cfg.clip_range,
                                       cfg.clip_range_vf, mask)
         # accelerate divides by grad_accum: undo it, the token shares already sum to one
-        loss = terms.total * (mask.sum() / tokens[0]) * cfg.grad_accum
+        loss = terms.total * (mask.sum() / tokens[0]) * cfg.grad_accum  # grad_accum = accelerate's (checked)
         if rollout.reference is not None:
             ref = rollout.reference.rows(rows)
             nll = -masked_mean(token_logprobs(logits[k:], ref.continuation), ref.continuation_mask)
@@ -399,15 +407,18 @@ def _print_eval(row: dict[str, Any]) -> None:
 
 
 def evaluate_rlhf_run(path: Path, prompts: int | None) -> dict[str, Any]:
-    """Re-evaluate the latest checkpoint of an RLHF run on ``prompts`` held-out prompts (default: the
-    run's ``eval_prompts``); nothing is written to the run."""
+    """Re-evaluate the latest checkpoint of an RLHF run on the first ``prompts`` of its held-out
+    prompts (default: all ``eval_prompts`` of them); nothing is written to the run."""
     from symrl.llm.config import build_rlhf_config
 
-    saved, state = read_run(path)
-    cfg = build_rlhf_config(None, {**saved, "eval_prompts": prompts or saved["eval_prompts"]})
+    saved, state = read_config_and_checkpoint(path)
+    cfg = build_rlhf_config(None, saved)
+    if prompts is not None and not 1 <= prompts <= cfg.eval_prompts:
+        raise ConfigError(f"episodes: got {prompts}, allowed: 1..{cfg.eval_prompts} (the run's held-out prompts)")
     run = RunDirectory(cfg)
     run.path = path
     trainer = RLHFTrainer(cfg, run)
+    trainer.eval_examples = trainer.eval_examples[:prompts or cfg.eval_prompts]
     return {"run": str(path), "checkpoint_step": state["step"],
             **{k: v for k, v in trainer.evaluate().items() if k != "samples"}}
 
@@ -415,8 +426,11 @@ def evaluate_rlhf_run(path: Path, prompts: int | None) -> dict[str, Any]:
 def train_rlhf(cfg: RLHFConfig, force: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train (or resume) one RLHF run; a finished run returns its summary unless ``force``."""
     from accelerate import PartialState
+    from accelerate.state import AcceleratorState
 
     run = RunDirectory(cfg)
+    if not torch.distributed.is_initialized():  # a sweep worker runs several runs, each with its own settings
+        AcceleratorState._reset_state(reset_partial_state=True)
     state = PartialState(cpu=resolve_device(cfg.device).type == "cpu")
     if state.is_main_process:
         run.prepare(force)

@@ -15,7 +15,9 @@ from symrl.report.runs import Run
 
 # Bookkeeping that never changes what is learned, and the budget: runs of different lengths are a
 # data problem the report lists ("unequal run lengths"), not different methods.
-NOT_SETTINGS = {"seed", "out", "experiment", "env", "device", "vec_env", "checkpoint_every", "total_steps"}
+NOT_SETTINGS = {"seed", "out", "experiment", "env", "device", "vec_env", "checkpoint_every", "total_steps",
+                # RLHF runs: the task is the "env", and these change bookkeeping, not the method
+                "task", "iterations", "eval_every", "eval_samples", "eval_lms", "mixed_precision"}
 # The loss weights: they define SPPO/SA2C against their plain baselines, so comparisons with a
 # baseline ignore them, while comparisons with scaled PPO (the same weights) require them equal.
 LOSS_KEYS = {"alpha", "beta", "Z", "reverse"}

@@ -25,7 +25,8 @@ def unfinished_runs(runs: list[Run], root: Path) -> list[str]:
     for run in runs:
         if run.status == "unfinished":
             where = (f"last evaluation at step {run.final_step}" if run.evals else "no evaluation yet")
-            lines.append(f"`{relative(run.path, root)}`: {where} of {run.config.get('total_steps', '?')} steps")
+            length = run.config.get("total_steps", run.config.get("iterations", "?"))  # RLHF: iterations
+            lines.append(f"`{relative(run.path, root)}`: {where} of {length} steps")
     return lines
 
 
