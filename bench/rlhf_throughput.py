@@ -117,6 +117,8 @@ BENCHES = {"tiny": Bench("tiny", "tiny", iterations=10), "small": Bench("small",
 RATIOS = [
     ("symrl_sppo / symrl_ppo, time per iteration", "symrl_sppo", "symrl_ppo", "time", 1.05),
     ("symrl_scaled_ppo / symrl_ppo, time per iteration", "symrl_scaled_ppo", "symrl_ppo", "time", 1.05),
+    # the reverse term alone: both weight the policy loss by alpha + beta|Z|, only SPPO computes the term
+    ("symrl_sppo / symrl_scaled_ppo, time per iteration", "symrl_sppo", "symrl_scaled_ppo", "time", 1.05),
     ("symrl_ppo_critic / trl_ppo, tokens/s (equal architecture)", "symrl_ppo_critic", "trl_ppo", "tokens", None),
     ("symrl_ppo / trl_ppo, tokens/s (symrl's shared value head)", "symrl_ppo", "trl_ppo", "tokens", None),
     ("symrl_ppo_critic / symrl_ppo, tokens/s (cost of a separate critic)", "symrl_ppo_critic", "symrl_ppo",
