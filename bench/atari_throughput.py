@@ -60,7 +60,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -75,6 +74,8 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from bench.common import git_state  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 import stable_baselines3  # noqa: E402
@@ -1170,13 +1171,7 @@ def print_profile(p: dict[str, Any]) -> None:
 
 
 def machine_info() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "symrl"],
-                                    capture_output=True, text=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = None, None
+    commit, dirty = git_state()
     import ale_py
     import cv2
     try:

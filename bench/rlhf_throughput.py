@@ -46,7 +46,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -67,6 +66,8 @@ PREPARED_SMALL = REPO / "models" / "imdb-offline"  # what `make demo-rlhf` build
 MODEL_CACHE = REPO / "bench" / "results" / "rlhf_models"  # git-ignored
 SMALL_FALLBACK_STEPS = 200  # only speed is measured here: a briefly pretrained small model will do
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from bench.common import git_state  # noqa: E402
 
 import transformers  # noqa: E402
 
@@ -723,13 +724,7 @@ def print_table(results, medians, ratios) -> None:
 
 
 def machine_info() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "symrl"],
-                                    capture_output=True, text=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = None, None
+    commit, dirty = git_state()
     versions = {}
     for name in ("transformers", "accelerate", "peft", "tokenizers", "datasets", "trl"):
         try:

@@ -36,10 +36,9 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -51,6 +50,8 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "bench" / "results" / "throughput.json"
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from bench.common import git_state  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 import stable_baselines3  # noqa: E402
@@ -519,13 +520,7 @@ def print_table(results, medians, ratios, benches) -> None:
 
 
 def machine_info() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "symrl"],
-                                    capture_output=True, text=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = None, None
+    commit, dirty = git_state()
     import mujoco
 
     return {
