@@ -75,7 +75,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from bench.common import git_state  # noqa: E402
+from bench.common import cpu_model, git_state  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 import stable_baselines3  # noqa: E402
@@ -1179,16 +1179,13 @@ def machine_info() -> dict[str, Any]:
         envpool_version = envpool.__version__
     except ImportError:
         envpool_version = None
-    model = None
     try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
         flags = next(line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
                      if line.startswith("flags"))
         simd = sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))
     except (OSError, StopIteration):
         simd = None
-    return {"cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "cpu_model": model,
+    return {"cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "cpu_model": cpu_model(),
             "simd_flags": simd, "platform": platform.platform(), "python": platform.python_version(),
             "torch": torch.__version__, "torch_default_threads": torch.get_num_threads(),
             "mkldnn": torch.backends.mkldnn.is_available(), "stable_baselines3": stable_baselines3.__version__,

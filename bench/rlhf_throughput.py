@@ -67,7 +67,7 @@ MODEL_CACHE = REPO / "bench" / "results" / "rlhf_models"  # git-ignored
 SMALL_FALLBACK_STEPS = 200  # only speed is measured here: a briefly pretrained small model will do
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from bench.common import git_state  # noqa: E402
+from bench.common import cpu_model, git_state  # noqa: E402
 
 import transformers  # noqa: E402
 
@@ -731,21 +731,11 @@ def machine_info() -> dict[str, Any]:
             versions[name] = __import__(name).__version__
         except ImportError:
             versions[name] = None
-    return {"cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "cpu_model": _cpu_model(),
+    return {"cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "cpu_model": cpu_model(),
             "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), **versions,
             "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "HF_HUB_OFFLINE")},
             "symrl_git_commit": commit, "symrl_worktree_dirty": dirty, "loadavg_at_start": os.getloadavg()}
-
-
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
 
 
 # ---------------------------------------------------------------------------- main

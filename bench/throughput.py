@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "bench" / "results" / "throughput.json"
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from bench.common import git_state  # noqa: E402
+from bench.common import cpu_model, git_state  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 import stable_baselines3  # noqa: E402
@@ -525,23 +525,13 @@ def machine_info() -> dict[str, Any]:
 
     return {
         "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
-        "cpu_model": _cpu_model(), "platform": platform.platform(), "python": platform.python_version(),
+        "cpu_model": cpu_model(), "platform": platform.platform(), "python": platform.python_version(),
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "stable_baselines3": stable_baselines3.__version__, "gymnasium": gym.__version__,
         "mujoco": mujoco.__version__, "numpy": np.__version__,
         "symrl_git_commit": commit, "symrl_worktree_dirty": dirty,
         "loadavg_at_start": os.getloadavg(),
     }
-
-
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
 
 
 # ---------------------------------------------------------------------------- main
