@@ -58,6 +58,16 @@ def from_pretrained(loader: Any, name: str, *, field: str, **kwargs: Any) -> Any
         raise ConfigError(f"{field}: {name!r} could not be loaded from the hub ({_first_line(err)})") from None
 
 
+def ensure_pad_token(tokenizer: Any, name: str, field: str) -> Any:
+    """Batches need a pad token; a tokenizer without one (GPT-2's) pads with eos, masked out."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ConfigError(f"{field}: the tokenizer of {name!r} has neither a pad nor an eos token; "
+                              "allowed: a tokenizer with one of them")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def _looks_like_hub_id(name: str) -> bool:
     """``owner/name`` or ``name`` (dots allowed: ``EleutherAI/pythia-1.4b``); a path-like name that
     is not a folder here is a missing folder, not a hub id."""

@@ -16,6 +16,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from symrl.llm.generation import right_pad
+from symrl.llm.policy import evaluating
+
 
 @functools.lru_cache(maxsize=1)
 def _vader() -> Any:
@@ -116,33 +119,24 @@ def perplexity(
         # the first token of a window has no context, so at most len(ids) - 1 tokens are predicted
         rows.append((ids, min(len(target), len(ids) - 1)))
 
-    was_training = model.training
-    model.eval()
     total_nll = 0.0
     total_tokens = 0
-    try:
-        with torch.no_grad():
-            for start in range(0, len(rows), batch_size):
-                chunk = [row for row in rows[start:start + batch_size] if row[1] > 0]
-                if not chunk:
-                    continue
-                width = max(len(ids) for ids, _ in chunk)
-                input_ids = torch.zeros(len(chunk), width, dtype=torch.long)
-                attention_mask = torch.zeros(len(chunk), width, dtype=torch.long)
-                labels = torch.full((len(chunk), width), -100, dtype=torch.long)
-                for i, (ids, n_target) in enumerate(chunk):
-                    input_ids[i, :len(ids)] = torch.tensor(ids)
-                    attention_mask[i, :len(ids)] = 1
-                    labels[i, len(ids) - n_target:len(ids)] = torch.tensor(ids[len(ids) - n_target:])
-                logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
-                nll = F.cross_entropy(
-                    logits[:, :-1].float().flatten(0, 1), labels[:, 1:].to(logits.device).flatten(),
-                    ignore_index=-100, reduction="sum",
-                )
-                total_nll += float(nll)
-                total_tokens += sum(n_target for _, n_target in chunk)
-    finally:
-        model.train(was_training)
+    with evaluating(model), torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            chunk = [row for row in rows[start:start + batch_size] if row[1] > 0]
+            if not chunk:
+                continue
+            input_ids, attention_mask = right_pad([ids for ids, _ in chunk], 0, torch.device(device))
+            labels = torch.full_like(input_ids, -100)
+            for i, (ids, n_target) in enumerate(chunk):
+                labels[i, len(ids) - n_target:len(ids)] = input_ids[i, len(ids) - n_target:len(ids)]
+            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+            nll = F.cross_entropy(
+                logits[:, :-1].float().flatten(0, 1), labels[:, 1:].to(logits.device).flatten(),
+                ignore_index=-100, reduction="sum",
+            )
+            total_nll += float(nll)
+            total_tokens += sum(n_target for _, n_target in chunk)
     if total_tokens == 0:
         raise ValueError("completions: no completion has a token to score")
     return math.exp(total_nll / total_tokens)

@@ -16,21 +16,17 @@ from torch import Tensor, nn
 
 from symrl.config import ConfigError
 from symrl.llm.config import PolicyConfig
-from symrl.llm.hub import from_pretrained
+from symrl.llm.hub import ensure_pad_token, from_pretrained
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
 
 def load_tokenizer(name: str, field: str = "policy.tokenizer"):
-    """Left padding (generation continues from the right end); a missing pad token becomes eos."""
+    """Left padding (generation continues from the right end) and truncation (a prompt's end is
+    what it asks); a missing pad token becomes eos."""
     from transformers import AutoTokenizer
 
-    tokenizer = from_pretrained(AutoTokenizer, name, field=field)
-    if tokenizer.pad_token is None and tokenizer.eos_token is None:
-        raise ConfigError(f"{field}: {name!r} has neither a pad nor an eos token; allowed: a causal-LM tokenizer "
-                          "with an eos token")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = ensure_pad_token(from_pretrained(AutoTokenizer, name, field=field), name, field)
     tokenizer.padding_side = "left"
     tokenizer.truncation_side = "left"
     return tokenizer

@@ -44,13 +44,8 @@ class _SequenceScorer:
                  truncation_side: str) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.tokenizer = hub.from_pretrained(AutoTokenizer, model, field=field)
+        self.tokenizer = hub.ensure_pad_token(hub.from_pretrained(AutoTokenizer, model, field=field), model, field)
         self.model = hub.from_pretrained(AutoModelForSequenceClassification, model, field=field)
-        if self.tokenizer.pad_token is None:
-            if self.tokenizer.eos_token is None:
-                raise ConfigError(f"{field}: the tokenizer of {model!r} has neither a pad nor an eos token; "
-                                  "allowed: a tokenizer with one of them")
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         # right padding keeps absolute positions (GPT-2) unchanged and the last real token findable
         self.tokenizer.padding_side = "right"
         self.tokenizer.truncation_side = truncation_side

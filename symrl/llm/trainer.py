@@ -32,7 +32,8 @@ from symrl.llm.policy import (Reference, build_actor_critic, evaluating, load_ca
 from symrl.llm.rewards import reward_from_config
 from symrl.llm.tasks import Example, iteration_examples, load_examples
 from symrl.losses import loss_weights, masked_mean, symmetric_loss
-from symrl.run import RunDirectory, load_checkpoint, read_config_and_checkpoint, read_summary, save_checkpoint
+from symrl.run import (RunDirectory, load_checkpoint, read_config_and_checkpoint, read_jsonl, read_summary,
+                       save_checkpoint)
 
 EVAL_SEED_OFFSET = 7_919  # evaluation draws its own samples, apart from the training stream
 
@@ -296,7 +297,7 @@ class RLHFTrainer:
         """Models by ``save_pretrained`` into a fresh folder renamed into place, then the small state
         file (optimizer, KL coefficient, iteration) written atomically: it names the folder, so a kill
         at any moment leaves the previous checkpoint whole."""
-        state = self.accelerator.get_state_dict(self.actor)  # collective under FSDP: every process calls it
+        state = self.accelerator.get_state_dict(self.actor)  # every process calls it (collective when sharded)
         if not self.accelerator.is_main_process:
             return
         root = self.run.path / "checkpoints"
@@ -378,8 +379,6 @@ class RLHFTrainer:
         return row
 
     def _last_eval(self) -> dict[str, Any] | None:
-        from symrl.run import read_jsonl
-
         rows = read_jsonl(self.run.path / "eval.jsonl")
         return rows[-1] if rows else None
 
