@@ -62,6 +62,7 @@ import yaml
 
 from symrl.config import ConfigError, TrainConfig, build_config, known_keys, resolve
 from symrl.llm.config import RLHFConfig, build_rlhf_config, resolve_rlhf
+from symrl.report.render import number
 from symrl.run import atomic_write_text, load_checkpoint, read_summary, run_dir
 
 SPEC_KEYS: dict[str, type] = {"description": str, "command": str, "preset": str, "base": dict, "grid": dict, "grids": list,
@@ -278,7 +279,7 @@ class RunState:
 
     def detail(self) -> str:
         if self.finished:
-            return f"final eval {_score(self.summary['final_eval_mean'])}"
+            return f"final eval {number(self.summary['final_eval_mean'])}"
         if self.failure:
             return f"{self.failure['error']} (log: {self.failure['log']})"
         return f"checkpoint at step {self.checkpoint_step}" if self.checkpoint_step is not None else ""
@@ -342,11 +343,6 @@ def _output_to(log: Path) -> Iterator[None]:
             for fd, copy in zip((1, 2), saved):
                 os.dup2(copy, fd)
                 os.close(copy)
-
-
-def _score(value: float) -> str:
-    """Returns and game scores to 0.1; RLHF rewards (logits, mostly |x| < 10) to 0.001."""
-    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3f}"
 
 
 def _one_line(err: BaseException) -> str:
@@ -479,7 +475,7 @@ class Progress:
                 self.resumed += 1
             else:
                 self.ran += 1
-            result = f"final eval {_score(outcome.final_eval)}"
+            result = f"final eval {number(outcome.final_eval)}"
         else:
             atomic_write_text(failed_file, json.dumps({"error": outcome.error, "log": str(run.path / LOG)}) + "\n")
             self.failed.append((run, outcome.error))
