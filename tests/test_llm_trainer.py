@@ -345,9 +345,10 @@ def test_rlhf_presets_resolve_and_accelerate_configs_load(lm_setup):
         assert {k: v for k, v in cfgs[name].to_dict().items() if k != "algo"} == \
             {k: v for k, v in cfgs["imdb-offline-sppo"].to_dict().items() if k != "algo"}
     configs = sorted(Path(__file__).parents[1].joinpath("configs", "accelerate").glob("*.yaml"))
-    assert [c.stem for c in configs] == ["ddp", "deepspeed_zero2"]
-    kinds = [load_config_from_file(str(c)).distributed_type.value for c in configs]
-    assert kinds == ["MULTI_GPU", "DEEPSPEED"]
+    assert [c.stem for c in configs] == ["ddp", "deepspeed_zero2", "fsdp"]
+    loaded = [load_config_from_file(str(c)) for c in configs]
+    assert [c.distributed_type.value for c in loaded] == ["MULTI_GPU", "DEEPSPEED", "FSDP"]
+    assert loaded[2].fsdp_config["fsdp_version"] == 2  # the version symrl rlhf accepts
 
 
 def test_sweep_runs_rlhf_configs_and_the_report_shows_reward_kl_and_samples(lm_setup, tmp_path):

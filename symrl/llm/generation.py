@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -66,10 +67,13 @@ def right_pad(sequences: list[list[int]], pad_id: int, device: torch.device) -> 
 
 
 @torch.no_grad()
-def sample(lm, tokenizer, prompts: list[str], gen: GenerationConfig, device: torch.device) -> Batch:
-    """Sample one completion per prompt with the paper's settings (top-k, min/max new tokens)."""
+def sample(generate: Callable[..., Tensor], tokenizer, prompts: list[str], gen: GenerationConfig,
+           device: torch.device) -> Batch:
+    """Sample one completion per prompt with the paper's settings (top-k, min/max new tokens).
+    ``generate`` takes ``transformers``' ``generate`` arguments (the trainer routes it through the
+    wrapped model's forward, see ``ActorCritic.forward``)."""
     query, query_mask = encode_prompts(tokenizer, prompts, gen.prompt_tokens, device)
-    out = lm.generate(input_ids=query, attention_mask=query_mask, do_sample=True, top_k=gen.top_k,
+    out = generate(input_ids=query, attention_mask=query_mask, do_sample=True, top_k=gen.top_k,
                       top_p=gen.top_p, temperature=gen.temperature, max_new_tokens=gen.max_new_tokens,
                       min_new_tokens=gen.min_new_tokens, pad_token_id=tokenizer.pad_token_id,
                       eos_token_id=tokenizer.eos_token_id)

@@ -8,7 +8,7 @@ dropout, which the user sets explicitly (``policy.lora_dropout``, default 0; the
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -53,6 +53,13 @@ def token_logprobs(logits: Tensor, tokens: Tensor) -> Tensor:
 def token_entropy(logits: Tensor) -> Tensor:
     logp = torch.log_softmax(logits.float(), dim=-1)
     return -(logp.exp() * logp).sum(-1)
+
+
+def window_logits(lm: nn.Module, input_ids: Tensor, attention_mask: Tensor, start: int) -> Tensor:
+    """Logits at the positions that predict tokens ``start ..``, with the position ids ``generate``
+    used (the ``logits_to_keep`` window spares the prompt's vocabulary projections)."""
+    return lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+              use_cache=False, logits_to_keep=input_ids.shape[1] - start + 1).logits[:, :-1]
 
 
 def _quantization(load_in: str) -> dict:
@@ -100,20 +107,34 @@ class ActorCritic(nn.Module):
         nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1) ** 0.5)
         nn.init.zeros_(self.value_head.bias)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, start: int) -> tuple[Tensor, Tensor]:
-        """Logits and values at the positions that predict tokens ``start ..`` of ``input_ids``."""
-        positions = position_ids(attention_mask)
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, start: int = 0, mode: str = "policy",
+                **generate_kwargs):
+        """Every use of the trainable weights passes through here, so a wrapper that gathers sharded
+        weights around ``forward`` (FSDP) holds them whole for sampling and the LoRA reference too.
+
+        ``policy``: logits and values at the positions that predict tokens ``start ..``;
+        ``reference``: those logits with the LoRA adapters disabled; ``generate``: ``lm.generate``."""
+        if mode == "generate":
+            return self.lm.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs)
+        if mode == "reference":
+            with self.lm.disable_adapter():
+                return window_logits(self.lm, input_ids, attention_mask, start)
         shared = self.critic is None
-        window = input_ids.shape[1] - start + 1
-        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                      output_hidden_states=shared, use_cache=False, logits_to_keep=window)
+        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                      output_hidden_states=shared, use_cache=False, logits_to_keep=input_ids.shape[1] - start + 1)
         if shared:
             hidden = out.hidden_states[-1]
         else:
-            hidden = self.critic(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                                 use_cache=False).last_hidden_state
+            hidden = self.critic(input_ids=input_ids, attention_mask=attention_mask,
+                                 position_ids=position_ids(attention_mask), use_cache=False).last_hidden_state
         values = self.value_head(hidden[:, start - 1:-1].to(self.value_head.weight.dtype)).squeeze(-1)
         return out.logits[:, :-1], values.float()
+
+    @property
+    def _no_split_modules(self) -> list[str]:
+        """The transformer block classes, for accelerate's FSDP auto-wrap policy."""
+        return sorted({name for model in (self.lm, self.critic) if model is not None
+                       for name in getattr(model, "_no_split_modules", None) or []})
 
     @property
     def uses_lora(self) -> bool:
@@ -181,13 +202,15 @@ class Reference:
             self.model.requires_grad_(False).eval().to(device)
 
     @torch.no_grad()
-    def logprobs(self, actor: ActorCritic, input_ids: Tensor, attention_mask: Tensor, start: int,
+    def logprobs(self, actor: nn.Module, input_ids: Tensor, attention_mask: Tensor, start: int,
                  temperature: float = 1.0) -> Tensor:
-        lm = self.model if self.model is not None else actor.lm
-        with (actor.lm.disable_adapter() if self.model is None else nullcontext()):
-            logits = lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
-                        use_cache=False, logits_to_keep=input_ids.shape[1] - start + 1).logits
-        return token_logprobs(logits[:, :-1] / temperature, input_ids[:, start:])
+        """``actor`` as the trainer holds it (wrapped by accelerate or not): the LoRA reference runs
+        through its ``forward``."""
+        if self.model is None:
+            logits = actor(input_ids, attention_mask, start, mode="reference")
+        else:
+            logits = window_logits(self.model, input_ids, attention_mask, start)
+        return token_logprobs(logits / temperature, input_ids[:, start:])
 
 
 @contextmanager

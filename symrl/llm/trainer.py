@@ -13,6 +13,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from symrl.llm.kl import kl_penalized_rewards, next_kl_coef
 from symrl.llm.policy import (Reference, build_actor_critic, evaluating, load_causal_lm, load_tokenizer, token_entropy,
                               token_logprobs)
 from symrl.llm.rewards import reward_from_config
+from symrl.llm.sharding import load_whole_optimizer_state, whole_optimizer_state
 from symrl.llm.tasks import Example, iteration_examples, load_examples
 from symrl.losses import loss_weights, masked_mean, symmetric_loss
 from symrl.run import (RunDirectory, load_checkpoint, read_config_and_checkpoint, read_jsonl, read_summary,
@@ -107,7 +109,7 @@ class RLHFTrainer:
         self.kl_coef = cfg.kl_coef
         if state:
             if state["optimizer"] is not None:
-                self.optimizer.load_state_dict(state["optimizer"])
+                load_whole_optimizer_state(self.actor, self.optimizer.optimizer, state["optimizer"])
             else:
                 print("symrl: this checkpoint holds no optimizer state (DeepSpeed run): Adam restarts",
                       file=sys.stderr)
@@ -117,15 +119,18 @@ class RLHFTrainer:
             self.kl_coef = state["kl_coef"]
 
     def _check_distributed(self) -> None:
-        """What `accelerate launch` set up must fit the run: FSDP is refused (generation needs whole
-        weights, and FSDP cannot run a forward pass on gathered ones), DeepSpeed gets its micro-batch
-        size and must accumulate as many micro-batches as ``grad_accum``."""
+        """What `accelerate launch` set up must fit the run: FSDP version 2 only (the one tested: its
+        gathered weights serve ``generate`` inside the root's forward), full-precision weights under
+        FSDP, and DeepSpeed gets its micro-batch size and must accumulate ``grad_accum`` micro-batches."""
         from accelerate.utils import DistributedType
 
         kind = self.accelerator.distributed_type
-        if kind == DistributedType.FSDP:
-            raise ConfigError("accelerate: FSDP is not supported by symrl rlhf yet; allowed: one process, DDP "
-                              "(configs/accelerate/ddp.yaml) or DeepSpeed ZeRO-2 (configs/accelerate/deepspeed_zero2.yaml)")
+        if kind == DistributedType.FSDP and not self.accelerator.is_fsdp2:
+            raise ConfigError("accelerate: fsdp_version 1 is not supported by symrl rlhf; allowed: fsdp_version: 2 "
+                              "(configs/accelerate/fsdp.yaml), DDP or DeepSpeed ZeRO-2")
+        if kind == DistributedType.FSDP and self.cfg.policy.load_in != "full":
+            raise ConfigError(f"policy.load_in: {self.cfg.policy.load_in} weights are not sharded by symrl's FSDP "
+                              "path; allowed with FSDP: full (or quantized with DDP / one process)")
         if self.accelerator.gradient_accumulation_steps != self.cfg.grad_accum:
             raise ConfigError(f"grad_accum: got {self.cfg.grad_accum} but the accelerate config accumulates "
                               f"{self.accelerator.gradient_accumulation_steps}; allowed: the same number in both")
@@ -133,13 +138,14 @@ class RLHFTrainer:
             self.accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
                 self.cfg.minibatch_size // self.cfg.grad_accum)
 
-    @property
-    def _optimizer_whole(self) -> bool:
-        """One process or DDP: this process holds the whole optimizer state. DeepSpeed shards it,
-        and a resumed run of its restarts Adam's moments (said when it resumes)."""
+    def _optimizer_state(self) -> dict | None:
+        """``None`` under DeepSpeed, whose sharded state is not saved (a resumed run says that Adam
+        restarts); the whole state otherwise (gathered under FSDP: every process calls this)."""
         from accelerate.utils import DistributedType
 
-        return self.accelerator.distributed_type != DistributedType.DEEPSPEED
+        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            return None
+        return whole_optimizer_state(self.actor, self.optimizer.optimizer)
 
     @property
     def model(self):
@@ -166,7 +172,7 @@ class RLHFTrainer:
                 part = batch.rows(torch.arange(lo, min(lo + step, batch.query.shape[0]), device=self.device))
                 logits, values = self.actor(part.input_ids, part.attention_mask, part.start)
                 with self.accelerator.autocast():
-                    ref = self.reference.logprobs(self.model, part.input_ids, part.attention_mask, part.start,
+                    ref = self.reference.logprobs(self.actor, part.input_ids, part.attention_mask, part.start,
                                                   self.cfg.generation.temperature)
                 out.append((token_logprobs(logits / self.cfg.generation.temperature, part.continuation), values, ref))
         return tuple(torch.cat(parts) for parts in zip(*out))
@@ -174,7 +180,8 @@ class RLHFTrainer:
     def _sample(self, examples: list[Example]) -> tuple[Batch, list[str], Tensor]:
         prompts = [e.prompt for e in examples]
         with evaluating(self.actor):
-            batch = generation.sample(self.model.lm, self.tokenizer, prompts, self.cfg.generation, self.device)
+            batch = generation.sample(partial(self.actor, mode="generate"), self.tokenizer, prompts,
+                                      self.cfg.generation, self.device)
         completions = generation.decode(self.tokenizer, batch.continuation, batch.continuation_mask)
         scores = self.reward(prompts, completions, [e.reference for e in examples]).to(self.device)
         return batch, completions, scores
@@ -297,7 +304,9 @@ class RLHFTrainer:
         """Models by ``save_pretrained`` into a fresh folder renamed into place, then the small state
         file (optimizer, KL coefficient, iteration) written atomically: it names the folder, so a kill
         at any moment leaves the previous checkpoint whole."""
-        state = self.accelerator.get_state_dict(self.actor)  # every process calls it (collective when sharded)
+        # every process gathers (a collective when the weights are sharded); the main one writes
+        state = self.accelerator.get_state_dict(self.actor)
+        optimizer = self._optimizer_state()
         if not self.accelerator.is_main_process:
             return
         root = self.run.path / "checkpoints"
@@ -311,7 +320,7 @@ class RLHFTrainer:
         tmp.rename(root / name)
         scaler = self.accelerator.scaler
         save_checkpoint(self.run.path, {"step": self.iteration, "folder": name, "kl_coef": self.kl_coef,
-                                        "optimizer": self.optimizer.state_dict() if self._optimizer_whole else None,
+                                        "optimizer": optimizer,
                                         "scaler": scaler.state_dict() if scaler is not None else None})
         for old in root.glob("iter-*"):
             if old.name != name:

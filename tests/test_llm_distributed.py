@@ -1,0 +1,102 @@
+"""``symrl rlhf`` on two CPU processes (gloo): DDP end to end through ``torchrun`` (a killed
+run resumes to the uninterrupted result), and FSDP 2's sharded ActorCritic against the whole one
+(tests/fsdp_worker.py; accelerate enables FSDP on GPUs only)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from symrl.cli import main
+from symrl.run import load_checkpoint, read_jsonl, read_summary
+
+transformers = pytest.importorskip("transformers")
+if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+    pytest.skip("torch built without gloo", allow_module_level=True)
+
+from tests.test_llm_trainer import _params, lm_setup, monkeypatch_module  # noqa: E402,F401  (fixtures)
+
+ROOT = Path(__file__).parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+       "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(root: Path, out: Path, experiment: str) -> subprocess.Popen:
+    settings = {"task": "imdb", "data": root / "reviews.jsonl", "policy.model": root / "models" / "policy",
+                "reward.kind": "callable", "reward.function": "tests.llm_reward_fns:great_minus_awful",
+                "generation.prompt_tokens": 6, "generation.max_new_tokens": 8, "generation.min_new_tokens": 8,
+                "iterations": 30, "rollouts": 4, "minibatch_size": 4, "n_epochs": 2, "lr": 1e-3, "kl_coef": 0.05,
+                "eval_every": 10, "eval_prompts": 4, "checkpoint_every": 1, "device": "cpu", "out": out,
+                "algo": "sppo", "experiment": experiment}
+    # torchrun (accelerate launch --cpu starts one process): accelerate reads its variables as DDP on CPU
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "symrl.cli",
+                             "rlhf", *[f"{k}={v}" for k, v in settings.items()]],
+                            env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _kill_all(pid: int) -> None:
+    """SIGKILL the launcher and its workers at once (they run in sessions of their own), as a lost
+    machine would."""
+    import psutil
+
+    launcher = psutil.Process(pid)
+    for process in [*launcher.children(recursive=True), launcher]:
+        process.send_signal(signal.SIGKILL)
+
+
+def _finish(process: subprocess.Popen) -> None:
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err[-4000:]
+
+
+def test_ddp_run_killed_and_resumed_equals_the_uninterrupted_one(lm_setup, tmp_path, capsys):
+    whole_run = tmp_path / "runs" / "whole" / "imdb" / "sppo" / "seed0"
+    killed_run = tmp_path / "runs" / "killed" / "imdb" / "sppo" / "seed0"
+    _finish(_launch(lm_setup, tmp_path / "runs", "whole"))
+    killed = _launch(lm_setup, tmp_path / "runs", "killed")
+    deadline = time.monotonic() + 300
+    while (load_checkpoint(killed_run) or {}).get("step", 0) < 2:  # killed in iteration 3 or later
+        assert killed.poll() is None and time.monotonic() < deadline, killed.stderr.read()[-4000:]
+        time.sleep(0.05)
+    _kill_all(killed.pid)
+    killed.communicate()
+    assert read_summary(killed_run) is None, "the run finished before it was killed: nothing was resumed"
+    _finish(_launch(lm_setup, tmp_path / "runs", "killed"))
+    a, b = _params(whole_run), _params(killed_run)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
+    metrics = read_jsonl(whole_run / "metrics.jsonl")
+    assert [r["step"] for r in metrics] == list(range(1, 31))  # written once, by the main process
+    assert metrics[0]["samples"] == 8  # 4 rollouts on each of 2 processes
+    assert strip(metrics) == strip(read_jsonl(killed_run / "metrics.jsonl"))
+    assert read_jsonl(whole_run / "eval.jsonl") == read_jsonl(killed_run / "eval.jsonl")
+    # the checkpoint of two processes (optimizer state keyed by names) loads into one
+    assert main(["eval", str(whole_run), "--episodes", "2"]) == 0
+    assert '"checkpoint_step": 30' in capsys.readouterr().out
+
+
+def test_fsdp2_sharded_actor_critic_matches_the_whole_one(tmp_path):
+    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=64,
+                                     bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "lm")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+                           str(ROOT / "tests" / "fsdp_worker.py"), str(tmp_path / "lm"), str(tmp_path)],
+                          env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "fsdp checks passed" in done.stdout
