@@ -1,4 +1,4 @@
-"""One process of tests/test_llm_fsdp.py (``torch.distributed.run``, 2 CPU processes, gloo).
+"""One process of tests/test_llm_distributed.py (``torch.distributed.run``, 2 CPU processes, gloo).
 
 Shards an ActorCritic as accelerate's FSDP 2 does (each transformer block its own unit, then the
 whole module) and checks it against an unsharded copy: sampling, scoring, the LoRA reference, one

@@ -33,16 +33,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(root: Path, out: Path, experiment: str) -> subprocess.Popen:
+def _launch(root: Path, out: Path, experiment: str, fsdp: bool = False, **overrides) -> subprocess.Popen:
     settings = {"task": "imdb", "data": root / "reviews.jsonl", "policy.model": root / "models" / "policy",
                 "reward.kind": "callable", "reward.function": "tests.llm_reward_fns:great_minus_awful",
                 "generation.prompt_tokens": 6, "generation.max_new_tokens": 8, "generation.min_new_tokens": 8,
                 "iterations": 30, "rollouts": 4, "minibatch_size": 4, "n_epochs": 2, "lr": 1e-3, "kl_coef": 0.05,
                 "eval_every": 10, "eval_prompts": 4, "checkpoint_every": 1, "device": "cpu", "out": out,
-                "algo": "sppo", "experiment": experiment}
+                "algo": "sppo", "experiment": experiment, **overrides}
     # torchrun (accelerate launch --cpu starts one process): accelerate reads its variables as DDP on CPU
+    entry = [str(ROOT / "tests" / "accelerate_fsdp_on_cpu.py")] if fsdp else ["-m", "symrl.cli"]
     return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                             "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "symrl.cli",
+                             "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *entry,
                              "rlhf", *[f"{k}={v}" for k, v in settings.items()]],
                             env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -87,6 +88,38 @@ def test_ddp_run_killed_and_resumed_equals_the_uninterrupted_one(lm_setup, tmp_p
     # the checkpoint of two processes (optimizer state keyed by names) loads into one
     assert main(["eval", str(whole_run), "--episodes", "2"]) == 0
     assert '"checkpoint_step": 30' in capsys.readouterr().out
+
+
+def _run(out: Path, experiment: str) -> Path:
+    return out / experiment / "imdb" / "sppo" / "seed0"
+
+
+@pytest.mark.parametrize("variant", [{}, {"policy.lora_r": 4, "policy.lora_alpha": 8, "grad_accum": 2},
+                                     {"policy.value_head": "separate", "min_new_tokens": 0}],
+                         ids=["full", "lora-accumulate", "critic-uneven-lengths"])
+def test_trainer_under_accelerate_fsdp2_follows_ddp(lm_setup, tmp_path, capsys, variant):
+    """The whole loop through accelerate's FSDP 2 (its prepare, state dicts, clipping, no-sync)
+    trains as DDP does, and its checkpoint evaluates in one process."""
+    out = tmp_path / "runs"
+    variant = {("generation." + k if k == "min_new_tokens" else k): v for k, v in variant.items()}
+    for experiment, fsdp in (("ddp", False), ("fsdp", True)):
+        _finish(_launch(lm_setup, out, experiment, fsdp=fsdp, iterations=4, eval_every=2, **variant))
+    a, b = _params(_run(out, "ddp")), _params(_run(out, "fsdp"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=2e-4), key
+    rewards = [[r["reward_mean"] for r in read_jsonl(_run(out, e) / "metrics.jsonl")] for e in ("ddp", "fsdp")]
+    assert len(rewards[1]) == 4 and rewards[0] == pytest.approx(rewards[1], abs=1e-3)
+    assert main(["eval", str(_run(out, "fsdp")), "--episodes", "2"]) == 0
+    assert '"checkpoint_step": 4' in capsys.readouterr().out
+
+
+def test_fsdp2_bf16_reference_starts_at_zero_kl(lm_setup, tmp_path):
+    """Under FSDP's bf16 policy the frozen reference copy computes as the policy does: before any
+    update the KL to it is exactly 0 (it was not while the copy ran in float32 under autocast)."""
+    out = tmp_path / "runs"
+    _finish(_launch(lm_setup, out, "bf16", fsdp=True, iterations=1, eval_every=0, mixed_precision="bf16"))
+    assert read_jsonl(_run(out, "bf16") / "metrics.jsonl")[0]["kl"] == 0.0
 
 
 def test_fsdp2_sharded_actor_critic_matches_the_whole_one(tmp_path):

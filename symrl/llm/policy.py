@@ -146,6 +146,11 @@ class ActorCritic(nn.Module):
         when the weights are sharded)."""
         from safetensors.torch import save_file
 
+        state = dict(state)
+        for alias, name in _aliases(self).items():  # gathered shards share no memory: tie them again,
+            if alias in state and name in state:      # so save_pretrained drops the tied copies as usual
+                state[alias] = state[name]
+
         def part(prefix: str) -> dict[str, Tensor]:
             return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
@@ -154,6 +159,18 @@ class ActorCritic(nn.Module):
             self.critic.save_pretrained(folder / "critic", state_dict=part("critic."))
         save_file({k: v.detach().cpu().contiguous() for k, v in part("value_head.").items()},
                   str(folder / VALUE_HEAD_FILE))
+
+
+def _aliases(module: nn.Module) -> dict[str, str]:
+    """Second names of parameters registered twice (tied embeddings) → their first names."""
+    first: dict[int, str] = {}
+    aliases = {}
+    for name, param in module.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            aliases[name] = first[id(param)]
+        else:
+            first[id(param)] = name
+    return aliases
 
 
 def build_actor_critic(cfg: PolicyConfig, checkpoint: Path | None = None) -> ActorCritic:

@@ -12,10 +12,11 @@ import math
 import shutil
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ContextManager
 
 import torch
 from torch import Tensor
@@ -104,6 +105,7 @@ class RLHFTrainer:
         params = [p for p in actor.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.actor, self.optimizer = self.accelerator.prepare(actor, optimizer)
+        self.reference_precision = self._match_reference_precision()
         self.weights = loss_weights(cfg)
         self.iteration = 0
         self.kl_coef = cfg.kl_coef
@@ -138,6 +140,24 @@ class RLHFTrainer:
             self.accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
                 self.cfg.minibatch_size // self.cfg.grad_accum)
 
+    def _match_reference_precision(self) -> Callable[[], ContextManager]:
+        """The reference copy must compute as the policy does, or the KL is above 0 before any update.
+        accelerate autocasts the wrapped policy's forward (one process, DDP): the copy runs under the
+        same autocast. FSDP 2 (its mixed-precision policy) and DeepSpeed compute in a parameter dtype
+        without autocast: the copy is cast to that dtype. The LoRA reference runs through the wrapped
+        forward itself."""
+        from accelerate.utils import DistributedType
+
+        if self.accelerator.is_fsdp2:
+            dtype = getattr(self.accelerator.state.fsdp_plugin.mixed_precision_policy, "param_dtype", None)
+        elif self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            dtype = next(self.model.parameters()).dtype
+        else:
+            return self.accelerator.autocast
+        if dtype is not None and self.reference.model is not None:
+            self.reference.model.to(dtype)
+        return nullcontext
+
     def _optimizer_state(self) -> dict | None:
         """``None`` under DeepSpeed, whose sharded state is not saved (a resumed run says that Adam
         restarts); the whole state otherwise (gathered under FSDP: every process calls this)."""
@@ -171,7 +191,7 @@ class RLHFTrainer:
             for lo in range(0, batch.query.shape[0], step):
                 part = batch.rows(torch.arange(lo, min(lo + step, batch.query.shape[0]), device=self.device))
                 logits, values = self.actor(part.input_ids, part.attention_mask, part.start)
-                with self.accelerator.autocast():
+                with self.reference_precision():
                     ref = self.reference.logprobs(self.actor, part.input_ids, part.attention_mask, part.start,
                                                   self.cfg.generation.temperature)
                 out.append((token_logprobs(logits / self.cfg.generation.temperature, part.continuation), values, ref))
@@ -180,8 +200,9 @@ class RLHFTrainer:
     def _sample(self, examples: list[Example]) -> tuple[Batch, list[str], Tensor]:
         prompts = [e.prompt for e in examples]
         with evaluating(self.actor):
-            batch = generation.sample(partial(self.actor, mode="generate"), self.tokenizer, prompts,
-                                      self.cfg.generation, self.device)
+            # under FSDP every process runs each decoding step (sharded weights) until all are done
+            generate = partial(self.actor, mode="generate", synced_gpus=self.accelerator.is_fsdp2)
+            batch = generation.sample(generate, self.tokenizer, prompts, self.cfg.generation, self.device)
         completions = generation.decode(self.tokenizer, batch.continuation, batch.continuation_mask)
         scores = self.reward(prompts, completions, [e.reference for e in examples]).to(self.device)
         return batch, completions, scores
