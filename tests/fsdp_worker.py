@@ -1,9 +1,9 @@
 """One process of tests/test_llm_distributed.py (``torch.distributed.run``, 2 CPU processes, gloo).
 
 Shards an ActorCritic as accelerate's FSDP 2 does (each transformer block its own unit, then the
-whole module) and checks it against an unsharded copy: sampling, scoring, the LoRA reference, one
-clipped AdamW step, ``ActorCritic.save`` of the gathered weights, and the whole optimizer state
-saved from FSDP and loaded into FSDP and into DDP."""
+whole module) and checks it against an unsharded copy: sampling (also with processes that stop at
+different steps), scoring, the LoRA reference, one clipped AdamW step, ``ActorCritic.save`` of the
+gathered weights, and the whole optimizer state saved from FSDP and loaded into FSDP and into DDP."""
 
 import copy
 import sys
@@ -74,6 +74,15 @@ def check(cfg: PolicyConfig, out: Path, mesh) -> None:
             samples.append(model(ids, mask, mode="generate", do_sample=True, top_k=0, max_new_tokens=6,
                                  min_new_tokens=6, pad_token_id=0))
         assert torch.equal(*samples), "sampling through the sharded forward differs"
+        # processes whose sampling ends at different steps (as eos does): the one done first keeps
+        # joining the others' weight gathers (synced_gpus, as the trainer passes under FSDP)
+        length = 3 + 4 * dist.get_rank()
+        uneven = []
+        for model, synced in ((sharded, True), (whole, None)):
+            torch.manual_seed(2)
+            uneven.append(model(ids, mask, mode="generate", do_sample=True, top_k=0, max_new_tokens=length,
+                                min_new_tokens=length, pad_token_id=0, synced_gpus=synced))
+        assert torch.equal(*uneven) and uneven[0].shape[1] == 10 + length
         ids = samples[0]
         mask = torch.cat([mask, torch.ones_like(ids[:, 10:])], dim=1)
         (a_logits, a_values), (b_logits, b_values) = sharded(ids, mask, 10), whole(ids, mask, 10)

@@ -388,13 +388,11 @@ def test_custom_task_with_a_lexicon_reward(lm_setup, tmp_path):
         train_rlhf(_cfg(lm_setup, tmp_path, task="custom", data=str(bad), experiment="bad"), progress=False)
 
 
-@pytest.mark.parametrize("lora", [0, 4])
-def test_another_architecture_trains(lm_setup, tmp_path, lora):
-    """Not only GPT-2: a tiny Llama (rotary positions, no Conv1D) with its value head and LoRA."""
+def tiny_llama(root, folder) -> str:
+    """A 2-layer Llama (rotary positions, a float32 frequency buffer) with the corpus's tokenizer."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(lm_setup / "models" / "policy")
-    folder = tmp_path / "llama"
+    tokenizer = AutoTokenizer.from_pretrained(root / "models" / "policy")
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
@@ -402,7 +400,25 @@ def test_another_architecture_trains(lm_setup, tmp_path, lora):
                          pad_token_id=tokenizer.pad_token_id)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    cfg = _cfg(lm_setup, tmp_path, iterations=2, **{"policy.model": str(folder), "policy.lora_r": lora})
+    return str(folder)
+
+
+@pytest.mark.parametrize("architecture", ["gpt2", "llama"])
+def test_bf16_policy_starts_at_zero_kl_to_its_reference(lm_setup, tmp_path, architecture):
+    """Under bf16 autocast, with a sampling temperature: before any update the policy and its frozen
+    copy give the same log-probabilities (both divided by the temperature in float32)."""
+    model = tiny_llama(lm_setup, tmp_path / "llama") if architecture == "llama" else str(lm_setup / "models" / "policy")
+    cfg = _cfg(lm_setup, tmp_path, iterations=1, mixed_precision="bf16",
+               **{"policy.model": model, "generation.temperature": 0.7})
+    train_rlhf(cfg, progress=False)
+    assert read_jsonl(run_dir(cfg) / "metrics.jsonl")[0]["kl"] == 0.0
+
+
+@pytest.mark.parametrize("lora", [0, 4])
+def test_another_architecture_trains(lm_setup, tmp_path, lora):
+    """Not only GPT-2: a tiny Llama (rotary positions, no Conv1D) with its value head and LoRA."""
+    cfg = _cfg(lm_setup, tmp_path, iterations=2, **{"policy.model": tiny_llama(lm_setup, tmp_path / "llama"),
+                                                    "policy.lora_r": lora})
     summary = train_rlhf(cfg, progress=False)
     rows = read_jsonl(run_dir(cfg) / "metrics.jsonl")
     assert summary["finished"] and rows[0]["kl"] == pytest.approx(0.0, abs=1e-4)  # the policy starts as its reference

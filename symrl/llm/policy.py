@@ -227,7 +227,7 @@ class Reference:
             logits = actor(input_ids, attention_mask, start, mode="reference")
         else:
             logits = window_logits(self.model, input_ids, attention_mask, start)
-        return token_logprobs(logits / temperature, input_ids[:, start:])
+        return token_logprobs(logits.float() / temperature, input_ids[:, start:])
 
 
 @contextmanager

@@ -123,7 +123,8 @@ class RLHFTrainer:
     def _check_distributed(self) -> None:
         """What `accelerate launch` set up must fit the run: FSDP version 2 only (the one tested: its
         gathered weights serve ``generate`` inside the root's forward), full-precision weights under
-        FSDP, and DeepSpeed gets its micro-batch size and must accumulate ``grad_accum`` micro-batches."""
+        FSDP, DeepSpeed ZeRO-2 (not 3), which gets its micro-batch size and must accumulate
+        ``grad_accum`` micro-batches."""
         from accelerate.utils import DistributedType
 
         kind = self.accelerator.distributed_type
@@ -136,6 +137,9 @@ class RLHFTrainer:
         if self.accelerator.gradient_accumulation_steps != self.cfg.grad_accum:
             raise ConfigError(f"grad_accum: got {self.cfg.grad_accum} but the accelerate config accumulates "
                               f"{self.accelerator.gradient_accumulation_steps}; allowed: the same number in both")
+        if kind == DistributedType.DEEPSPEED and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
+            raise ConfigError("accelerate: DeepSpeed ZeRO-3 is not supported by symrl rlhf; allowed: ZeRO-2 "
+                              "(configs/accelerate/deepspeed_zero2.yaml), FSDP 2 (configs/accelerate/fsdp.yaml) or DDP")
         if kind == DistributedType.DEEPSPEED:
             self.accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
                 self.cfg.minibatch_size // self.cfg.grad_accum)
@@ -155,7 +159,8 @@ class RLHFTrainer:
         else:
             return self.accelerator.autocast
         if dtype is not None and self.reference.model is not None:
-            self.reference.model.to(dtype)
+            for param in self.reference.model.parameters():  # buffers (rotary frequencies) keep their
+                param.data = param.data.to(dtype)            # dtype, as the policy's do
         return nullcontext
 
     def _optimizer_state(self) -> dict | None:
@@ -194,14 +199,15 @@ class RLHFTrainer:
                 with self.reference_precision():
                     ref = self.reference.logprobs(self.actor, part.input_ids, part.attention_mask, part.start,
                                                   self.cfg.generation.temperature)
-                out.append((token_logprobs(logits / self.cfg.generation.temperature, part.continuation), values, ref))
+                out.append((token_logprobs(logits.float() / self.cfg.generation.temperature, part.continuation), values, ref))
         return tuple(torch.cat(parts) for parts in zip(*out))
 
     def _sample(self, examples: list[Example]) -> tuple[Batch, list[str], Tensor]:
         prompts = [e.prompt for e in examples]
         with evaluating(self.actor):
-            # under FSDP every process runs each decoding step (sharded weights) until all are done
-            generate = partial(self.actor, mode="generate", synced_gpus=self.accelerator.is_fsdp2)
+            # under FSDP every process runs each decoding step (sharded weights) until all are done;
+            # elsewhere transformers decides (None)
+            generate = partial(self.actor, mode="generate", synced_gpus=True if self.accelerator.is_fsdp2 else None)
             batch = generation.sample(generate, self.tokenizer, prompts, self.cfg.generation, self.device)
         completions = generation.decode(self.tokenizer, batch.continuation, batch.continuation_mask)
         scores = self.reward(prompts, completions, [e.reference for e in examples]).to(self.device)
@@ -255,7 +261,7 @@ class RLHFTrainer:
         batch = rollout.batch.rows(rows)
         scored = batch if rollout.reference is None else _cat(batch, rollout.reference.rows(rows))
         logits, values = self.actor(scored.input_ids, scored.attention_mask, scored.start)
-        logits = logits / cfg.generation.temperature
+        logits = logits.float() / cfg.generation.temperature  # float32, as generate divides them
         k = rows.shape[0]
         logprobs = token_logprobs(logits[:k], batch.continuation)
         mask = batch.continuation_mask
