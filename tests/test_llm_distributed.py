@@ -126,6 +126,14 @@ def test_fsdp2_bf16_reference_starts_at_zero_kl(lm_setup, tmp_path, architecture
     assert read_jsonl(_run(out, "bf16") / "metrics.jsonl")[0]["kl"] == 0.0
 
 
+def test_fsdp2_refuses_quantized_weights_in_one_line(lm_setup, tmp_path):
+    process = _launch(lm_setup, tmp_path / "runs", "4bit", fsdp=True, iterations=1,
+                      **{"policy.lora_r": 4, "policy.load_in": "4bit"})
+    _, err = process.communicate(timeout=300)
+    assert process.returncode != 0
+    assert "policy.load_in: 4bit weights are not sharded by symrl's FSDP path; allowed with FSDP: full" in err
+
+
 def test_fsdp2_sharded_actor_critic_matches_the_whole_one(tmp_path):
     config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=64,
                                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
