@@ -75,7 +75,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from bench.common import cpu_model, git_state  # noqa: E402
+from bench.common import cpu_model, git_state, ratio_line  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 import stable_baselines3  # noqa: E402
@@ -1133,14 +1133,9 @@ def print_table(results, medians, ratios, contestants) -> None:
           "\n during the measurement (2 cores in all); PSI: share of time some task waited for a CPU;"
           f"\n quiet (n): median SPS over the n measurements where others used <= {QUIET_OTHERS} cores)\n")
     for label, r in ratios.items():
-        verdict = ""
-        if "target_min" in r:
-            verdict = f"  target >= {r['target_min']}: {'OK' if r['meets_target'] else 'MISSED'}"
-        w = r["wall_sps"]
-        q = w["median_of_quiet_pairs"]
-        print(f"{label:<62} wall {w['median_of_paired']:.3f}  cpu {r['cpu_sps']['median_of_paired']:.3f}"
-              f"  quiet {'-' if q is None else f'{q:.3f}'} ({len(w['quiet_pairs'])})"
-              f"  (per repeat: {', '.join(f'{x:.3f}' for x in w['per_repeat'])}){verdict}")
+        q = r["wall_sps"]["median_of_quiet_pairs"]
+        print(ratio_line(label, r, 62, extra=f"  quiet {'-' if q is None else f'{q:.3f}'} "
+                                             f"({len(r['wall_sps']['quiet_pairs'])})"))
 
 
 def print_profile(p: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""What every benchmark records about the code it measured."""
+"""What every benchmark records about the code it measured, and how it prints a ratio."""
 
 from __future__ import annotations
 
@@ -29,3 +29,14 @@ def cpu_model() -> str | None:
     except OSError:
         pass
     return platform.processor() or None
+
+
+def ratio_line(label: str, r: dict, width: int, wall: str = "wall_sps", cpu: str = "cpu_sps", extra: str = "") -> str:
+    """One printed ratio: the paired medians of the wall and CPU rates, ``extra`` columns, every
+    repeat's wall ratio, and the verdict on a target (a floor ``target_min`` or a ceiling ``target_max``)."""
+    verdict = ""
+    for key, sign in (("target_min", ">="), ("target_max", "<=")):
+        if key in r:
+            verdict = f"   target {sign} {r[key]}: {'OK' if r['meets_target'] else 'MISSED'}"
+    return (f"{label:<{width}} wall {r[wall]['median_of_paired']:.3f}  cpu {r[cpu]['median_of_paired']:.3f}{extra}"
+            f"  (per repeat: {', '.join(f'{x:.3f}' for x in r[wall]['per_repeat'])}){verdict}")

@@ -67,7 +67,7 @@ MODEL_CACHE = REPO / "bench" / "results" / "rlhf_models"  # git-ignored
 SMALL_FALLBACK_STEPS = 200  # only speed is measured here: a briefly pretrained small model will do
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from bench.common import cpu_model, git_state  # noqa: E402
+from bench.common import cpu_model, git_state, ratio_line  # noqa: E402
 
 import transformers  # noqa: E402
 
@@ -716,11 +716,7 @@ def print_table(results, medians, ratios) -> None:
           "\n score = policy log-probs + values (TRL: score_values, values only), score_ref = reference log-probs,"
           "\n update = epochs of minibatch updates (TRL: inside other), other = the rest of the iteration)\n")
     for label, r in ratios.items():
-        verdict = ""
-        if "target_max" in r:
-            verdict = f"   target <= {r['target_max']}: {'OK' if r['meets_target'] else 'MISSED'}"
-        print(f"{label:<78} wall {r['wall']['median_of_paired']:.3f}  cpu {r['cpu']['median_of_paired']:.3f}"
-              f"  (per repeat: {', '.join(f'{x:.3f}' for x in r['wall']['per_repeat'])}){verdict}")
+        print(ratio_line(label, r, 78, wall="wall", cpu="cpu"))
 
 
 def machine_info() -> dict[str, Any]:

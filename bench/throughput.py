@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "bench" / "results" / "throughput.json"
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from bench.common import cpu_model, git_state  # noqa: E402
+from bench.common import cpu_model, git_state, ratio_line  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 import stable_baselines3  # noqa: E402
@@ -512,11 +512,7 @@ def print_table(results, medians, ratios, benches) -> None:
           "\n min on-CPU: lowest CPU time / wall time over the repeats; below ~0.95 another process took the core,"
           "\n CPU SPS drops somewhat too then: shared caches, or virtual CPUs sharing a host core)\n")
     for label, r in ratios.items():
-        verdict = ""
-        if "target_min" in r:
-            verdict = f"   target >= {r['target_min']}: {'OK' if r['meets_target'] else 'MISSED'}"
-        print(f"{label:<58} wall {r['wall_sps']['median_of_paired']:.3f}  cpu {r['cpu_sps']['median_of_paired']:.3f}"
-              f"  (per repeat: {', '.join(f'{x:.3f}' for x in r['wall_sps']['per_repeat'])}){verdict}")
+        print(ratio_line(label, r, 58))
 
 
 def machine_info() -> dict[str, Any]:
