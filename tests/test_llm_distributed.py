@@ -20,7 +20,7 @@ transformers = pytest.importorskip("transformers")
 if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
     pytest.skip("torch built without gloo", allow_module_level=True)
 
-from tests.test_llm_trainer import _params, lm_setup, monkeypatch_module, tiny_llama  # noqa: E402,F401
+from tests.test_llm_trainer import _params, lm_setup, monkeypatch_module, settings, tiny_llama  # noqa: E402,F401
 
 ROOT = Path(__file__).parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
@@ -34,17 +34,13 @@ def _free_port() -> int:
 
 
 def _launch(root: Path, out: Path, experiment: str, fsdp: bool = False, **overrides) -> subprocess.Popen:
-    settings = {"task": "imdb", "data": root / "reviews.jsonl", "policy.model": root / "models" / "policy",
-                "reward.kind": "callable", "reward.function": "tests.llm_reward_fns:great_minus_awful",
-                "generation.prompt_tokens": 6, "generation.max_new_tokens": 8, "generation.min_new_tokens": 8,
-                "iterations": 30, "rollouts": 4, "minibatch_size": 4, "n_epochs": 2, "lr": 1e-3, "kl_coef": 0.05,
-                "eval_every": 10, "eval_prompts": 4, "checkpoint_every": 1, "device": "cpu", "out": out,
-                "algo": "sppo", "experiment": experiment, **overrides}
+    run = {**settings(root, out), "iterations": 30, "rollouts": 4, "eval_every": 10, "eval_prompts": 4,
+           "algo": "sppo", "experiment": experiment, **overrides}
     # torchrun (accelerate launch --cpu starts one process): accelerate reads its variables as DDP on CPU
     entry = [str(ROOT / "tests" / "accelerate_fsdp_on_cpu.py")] if fsdp else ["-m", "symrl.cli"]
     return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                              "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *entry,
-                             "rlhf", *[f"{k}={v}" for k, v in settings.items()]],
+                             "rlhf", *[f"{k}={v}" for k, v in run.items()]],
                             env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 

@@ -55,14 +55,18 @@ def monkeypatch_module():
     mp.undo()
 
 
-def _cfg(root, tmp_path, **overrides):
-    base = {"task": "imdb", "data": str(root / "reviews.jsonl"), "policy.model": str(root / "models" / "policy"),
-            "policy.tokenizer": None, "reward.kind": "callable", "reward.function": "tests.llm_reward_fns:great_minus_awful",
+def settings(root, out) -> dict:
+    """A few seconds of training on the tiny models of ``lm_setup``, with a trivially learnable reward."""
+    return {"task": "imdb", "data": str(root / "reviews.jsonl"), "policy.model": str(root / "models" / "policy"),
+            "reward.kind": "callable", "reward.function": "tests.llm_reward_fns:great_minus_awful",
             "generation.prompt_tokens": 6, "generation.max_new_tokens": 8, "generation.min_new_tokens": 8,
             "iterations": 3, "rollouts": 8, "minibatch_size": 4, "n_epochs": 2, "lr": 1e-3, "kl_coef": 0.05,
-            "eval_every": 0, "eval_prompts": 8, "checkpoint_every": 1, "device": "cpu", "out": str(tmp_path / "runs"),
+            "eval_every": 0, "eval_prompts": 8, "checkpoint_every": 1, "device": "cpu", "out": str(out),
             "algo": "ppo"}
-    return build_rlhf_config(None, {**base, **overrides})
+
+
+def _cfg(root, tmp_path, **overrides):
+    return build_rlhf_config(None, {**settings(root, tmp_path / "runs"), **overrides})
 
 
 def _trainer(cfg):

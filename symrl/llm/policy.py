@@ -120,13 +120,14 @@ class ActorCritic(nn.Module):
             with self.lm.disable_adapter():
                 return window_logits(self.lm, input_ids, attention_mask, start)
         shared = self.critic is None
-        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+        positions = position_ids(attention_mask)
+        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                       output_hidden_states=shared, use_cache=False, logits_to_keep=input_ids.shape[1] - start + 1)
         if shared:
             hidden = out.hidden_states[-1]
         else:
-            hidden = self.critic(input_ids=input_ids, attention_mask=attention_mask,
-                                 position_ids=position_ids(attention_mask), use_cache=False).last_hidden_state
+            hidden = self.critic(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                                 use_cache=False).last_hidden_state
         values = self.value_head(hidden[:, start - 1:-1].to(self.value_head.weight.dtype)).squeeze(-1)
         return out.logits[:, :-1], values.float()
 

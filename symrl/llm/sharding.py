@@ -21,7 +21,6 @@ def whole_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) ->
 
 def load_whole_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
     from torch.distributed.fsdp import FSDPModule
 
     # full_state_dict: each FSDP process cuts its shard out of the whole state
