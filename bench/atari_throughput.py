@@ -233,10 +233,16 @@ def symrl_overrides(b: AtariBench, algo: str, backend: str, vec_env: str) -> dic
         "clip_range_vf": b.clip_range_vf, "vf_coef": b.vf_coef, "ent_coef": b.ent_coef,
         "max_grad_norm": b.max_grad_norm, "target_kl": b.target_kl, "norm_adv": b.norm_adv,
         "norm_obs": False, "norm_reward": False, "noise": "none", "atari.frame_stack": b.frame_stack,
+        **envpool_reset_rules(backend),
         # total_steps only sets the length of the (disabled) annealing; evaluation is never called,
         # and one eval env keeps the untimed setup small.
         "total_steps": b.rollout_steps * (b.warmup_rollouts + b.timed_rollouts), "eval_every": 0, "eval_episodes": 1,
     }
+
+
+def envpool_reset_rules(backend: str) -> dict[str, bool]:
+    """SB3's FIRE and lost-life restarts (the preset's) exist on the Gymnasium backend only."""
+    return {"atari.fire_reset": False, "atari.life_reset": False} if backend == "envpool" else {}
 
 
 class SymrlRunner:
@@ -294,7 +300,7 @@ class SymrlRunner:
         out: dict[str, Any] = {"backend": self.backend, "vec_env": self.vec_env,
                                "episodic_life": "in the trainer (GAE only), env plays on" if self.cfg.atari.episodic_life else False,
                                "clip_reward": "in the trainer (training reward only)" if self.cfg.atari.clip_reward else False,
-                               "autoreset": "same-step (final obs in info)", "fire_reset": False}
+                               "autoreset": "same-step (final obs in info)", "fire_reset": self.cfg.atari.fire_reset}
         if self.backend == "envpool":
             c = t.envs.pool.config
             out.update({k: c[k] for k in ("noop_max", "frame_skip", "stack_num", "img_height", "img_width",
@@ -314,7 +320,7 @@ class SymrlRunner:
                 except Exception as err:  # noqa: BLE001  (recorded, not fatal)
                     return f"unreadable ({type(err).__name__})"
             out.update({"noop_max": attr("noop_max"), "frame_skip": attr("frame_skip"),
-                        "screen_size": _side(attr("screen_size")), "frame_stack": attr("stack_size"),
+                        "screen_size": _side(attr("screen_size")), "frame_stack": len(attr("frames")),
                         "same_env_factory_as_sync": True})
         out["symrl_atari_settings"] = asdict(a)
         return out
@@ -471,8 +477,9 @@ def gym_env_semantics(env: gym.Env) -> dict[str, Any]:
             out.update(noop_max=e.noop_max, frame_skip=e.frame_skip, screen_size=_side(e.screen_size),
                        grayscale=e.grayscale_obs, terminal_on_life_loss=e.terminal_on_life_loss,
                        max_pool_last_two_frames=True, resize="cv2.resize INTER_AREA")
-        elif name == "FrameStackObservation":
-            out.update(frame_stack=e.stack_size, frame_stack_padding=str(getattr(e, "padding_type", "?")))
+        elif name == "AtariFrameStack":  # symrl's
+            out.update(frame_stack=e.frames.shape[0], frame_stack_padding="zeros (AtariFrameStack)",
+                       fire_reset=e.fire, life_reset=e.life_reset)
         elif name == "NoopResetEnv":  # SB3's
             out["noop_max"] = e.noop_max
         elif name == "MaxAndSkipEnv":
@@ -554,11 +561,10 @@ class RandomActionRunner:
         else:
             backend, vec = {"gym_sync": ("gymnasium", "sync"), "gym_async": ("gymnasium", "async"),
                             "envpool": ("envpool", "sync")}[which]
-            cfg = build_config(preset=PRESET, overrides={"env": b.symrl_env, "env_backend": backend})
-            from symrl.envs.atari import AtariSettings
-            a = cfg.atari
-            settings = AtariSettings(a.noop_max, a.frame_skip, a.frame_stack, a.screen_size,
-                                     *([a.max_episode_frames] if hasattr(a, "max_episode_frames") else []))
+            cfg = build_config(preset=PRESET, overrides={"env": b.symrl_env, "env_backend": backend,
+                                                         **envpool_reset_rules(backend)})
+            from symrl.envs.atari import atari_settings
+            settings = atari_settings(cfg.atari)
             self.venv = symrl_make_vec_env(b.symrl_env, b.n_envs, vec, backend, settings)
             self.venv.reset(seed=list(range(b.seed, b.seed + b.n_envs)))
             n_actions = self.venv.single_action_space.n
@@ -1196,11 +1202,11 @@ IMPLEMENTATION_NOTES = [
     "rollout's Gumbel noise up front; SB3 runs policy.forward under no_grad per step, with its callbacks.",
     "symrl steps Adam (FlatAdam, torch's single-tensor Adam arithmetic) on one flat parameter buffer and clips "
     "the flat gradient; SB3 uses torch.optim.Adam and nn.utils.clip_grad_norm_ per tensor.",
-    "Environment semantics differ (read back below, 'env_semantics_differences'): SB3's AtariWrapper presses FIRE "
-    "on reset and makes a lost life terminal inside the env (the next reset is a no-op step); symrl does "
-    "not fire-reset and applies episodic life and reward clipping in the trainer (raw env). Pong has no lives, "
-    "so episodic life changes nothing here. SB3's VecFrameStack pads a new episode's stack with zeros, "
-    "Gymnasium's FrameStackObservation repeats the reset frame.",
+    "Environment semantics (read back below, 'env_semantics_differences'): on the Gymnasium backend symrl's "
+    "AtariFrameStack follows SB3's AtariWrapper + VecFrameStack (FIRE after resets and lost lives, a zero-filled "
+    "stack restarted after a lost life's no-op step) but keeps playing after a lost life and applies episodic "
+    "life and reward clipping in the trainer (raw env, full-game scores); envpool runs without FIRE and life "
+    "restarts (it cannot restart its stack). Pong has no lives, so episodic life changes nothing here.",
     "symrl ALE/Pong-v5 is built with frameskip=1, repeat_action_probability=0 and a 108,000-frame cap (v4 "
     "semantics), which SB3 gets from PongNoFrameskip-v4.",
 ]

@@ -152,10 +152,12 @@ def _eval(args) -> int:
 def _presets(args) -> int:
     for kind, title in (("train", "symrl train --preset NAME"), ("rlhf", "symrl rlhf --preset NAME")):
         print(f"# {title}")
-        for name in preset_names(kind):
+        names = preset_names(kind)
+        width = max(map(len, names))
+        for name in names:
             preset = load_preset(name, kind)
-            print(f"{name:24s} {preset.get('description', '')}")
-            print(f"{'':24s} source: {preset.get('source', '-')}")
+            print(f"{name:{width}s} {preset.get('description', '')}")
+            print(f"{'':{width}s} source: {preset.get('source', '-')}")
     return 0
 
 

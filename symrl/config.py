@@ -31,6 +31,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "vec_env": ("sync", "async"),
     "device": ("cpu", "cuda", "auto"),
     "net.activation": ("tanh", "relu"),
+    "optimizer": ("adam", "rmsprop", "rmsprop_tf"),
     "env_backend": ("gymnasium", "envpool"),
 }
 # Noise parameters the paper used (Atari reward_flip 0.1; MuJoCo/Box2D gaussian 0.05).
@@ -42,6 +43,7 @@ class NetConfig:
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "tanh"
     log_std_init: float = 0.0
+    ortho_init: bool = True  # orthogonal weights, zero biases (SB3, CleanRL); false: torch's own init, as SB3's
 
 
 @dataclass
@@ -55,6 +57,10 @@ class AtariConfig:
     max_episode_frames: int = 108_000  # 30 minutes of play; agent steps = frames / frame_skip
     episodic_life: bool = True  # training only: a lost life ends the episode for GAE
     clip_reward: bool = True  # training only: sign of the reward; reported scores stay raw
+    # SB3's AtariWrapper + VecFrameStack rules, in training and evaluation (the paper presets turn
+    # them on; off by default because envpool cannot restart its frame stack at a lost life)
+    fire_reset: bool = False  # FIRE, then action 2, after every reset and every life restart
+    life_reset: bool = False  # a lost life: one no-op step, then the frame stack restarts (zero-filled)
 
 
 @dataclass
@@ -81,6 +87,7 @@ class TrainConfig:
     discretize: int = 0
     # optimization
     lr: float | None = None
+    optimizer: str | None = None  # adam, rmsprop (torch's) or rmsprop_tf (TF semantics, as SB3's RMSpropTFLike)
     anneal_lr: bool = False
     gamma: float = 0.99
     gae_lambda: float | None = None
@@ -88,8 +95,12 @@ class TrainConfig:
     batch_size: int | None = None
     clip_range: float = 0.2
     anneal_clip: bool = False
+    # the schedules' clock: false = CleanRL's (1 − update/updates); true = SB3's (1 − steps/total_steps
+    # after the rollout, one rollout lower), which the authors' Atari PPO ran with
+    anneal_after_rollout: bool = False
     clip_range_vf: float | None = None
     vf_coef: float = 0.5
+    value_loss_scale: float = 1.0  # the value loss is value_loss_scale·MSE: 1 = SB3's plain MSE (TRIL: 0.5)
     ent_coef: float = 0.0
     max_grad_norm: float = 0.5
     target_kl: float | None = None
@@ -124,8 +135,10 @@ class TrainConfig:
 # Algorithm-family defaults: SB3's (which the paper used for MuJoCo) for PPO, SB3's A2C with the
 # paper's 8-step rollouts over 4 envs for A2C.
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "ppo": dict(n_envs=1, n_steps=2048, lr=3e-4, gae_lambda=0.95, n_epochs=10, batch_size=64, norm_adv=True),
-    "a2c": dict(n_envs=4, n_steps=8, lr=7e-4, gae_lambda=1.0, n_epochs=1, batch_size=None, norm_adv=False),
+    "ppo": dict(n_envs=1, n_steps=2048, lr=3e-4, optimizer="adam", gae_lambda=0.95, n_epochs=10, batch_size=64,
+                norm_adv=True),
+    "a2c": dict(n_envs=4, n_steps=8, lr=7e-4, optimizer="rmsprop", gae_lambda=1.0, n_epochs=1, batch_size=None,
+                norm_adv=False),
 }
 # α, β when not given: the plain baselines are α=1, β=0; the symmetric ones default to the paper's
 # Atari setting α=0.5, β=1.0 (MuJoCo used β=20: see the presets).
@@ -309,6 +322,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     for key, value in FAMILY_DEFAULTS[cfg.family].items():
         if getattr(cfg, key) is None:
             setattr(cfg, key, value)
+    check_choice("optimizer", cfg.optimizer)
     alpha, beta = SYMMETRIC_DEFAULTS[cfg.algo]
     cfg.alpha = alpha if cfg.alpha is None else cfg.alpha
     cfg.beta = beta if cfg.beta is None else cfg.beta
@@ -346,6 +360,8 @@ def check_loss_settings(cfg: Any) -> None:
     require(cfg.max_grad_norm > 0, f"max_grad_norm: got {cfg.max_grad_norm:g}, allowed: a number > 0")
     for key in ("vf_coef", "ent_coef"):
         require(getattr(cfg, key) >= 0, f"{key}: got {getattr(cfg, key):g}, allowed: a number >= 0")
+    require(cfg.value_loss_scale > 0,
+            f"value_loss_scale: got {cfg.value_loss_scale:g}, allowed: a number > 0 (1: SB3's MSE, 0.5: TRIL's)")
 
 
 def _validate(cfg: TrainConfig) -> None:
@@ -388,6 +404,10 @@ def _check_backend(cfg: TrainConfig) -> None:
 
     if cfg.env_backend != "envpool":
         return
+    for key in ("fire_reset", "life_reset"):
+        require(not getattr(cfg.atari, key),
+                f"atari.{key}: true is implemented on the Gymnasium backend only; allowed with "
+                "env_backend=envpool: false (or env_backend=gymnasium)")
     require(is_atari(cfg.env.rpartition(":")[2]),
              f"env_backend: envpool is supported for Atari ids (ALE/<Game>-v5, <Game>NoFrameskip-v4), "
              f"not {cfg.env}; allowed here: gymnasium")

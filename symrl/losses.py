@@ -107,8 +107,9 @@ def value_loss(
 ) -> Tensor:
     """Squared error to the returns; with ``clip_range_vf`` the PPO-style clipped (pessimistic) form.
 
-    Note: SB3 uses plain MSE (no 0.5), CleanRL and TRL ``0.5·max(...)``; we use plain MSE for gym
-    agents (vf_coef 0.5 then matches SB3) and let the caller scale.
+    Unscaled here: SB3 uses plain MSE, CleanRL and TRIL ``0.5·max(...)``. The factor is the
+    config's ``value_loss_scale`` (1 for ``symrl train``, as SB3; 0.5 for ``symrl rlhf``, as TRIL),
+    folded into the value weight by :func:`loss_weights`, so ``vf_coef`` stays as each paper writes it.
     """
     unclipped = (values - returns) ** 2
     if clip_range_vf is None or old_values is None:
@@ -245,9 +246,11 @@ def effective_pg_multiplier(
 
 def loss_weights(cfg) -> LossWeights:
     """The weights of a run config (``symrl train`` or ``symrl rlhf``: any object with algo, alpha,
-    beta, Z, reverse, vf_coef, ent_coef). scaled_ppo is plain PPO with the policy loss weighted by
-    SPPO's effective multiplier."""
+    beta, Z, reverse, vf_coef, value_loss_scale, ent_coef). scaled_ppo is plain PPO with the policy
+    loss weighted by SPPO's effective multiplier. The value weight is vf_coef·value_loss_scale: the
+    one place where TRIL's 0.5 in front of its value loss enters (see :func:`value_loss`)."""
+    vf = cfg.vf_coef * cfg.value_loss_scale
     if cfg.algo == "scaled_ppo":
         pg = effective_pg_multiplier("scaled_ppo", cfg.alpha, cfg.beta, cfg.Z, cfg.reverse).value
-        return LossWeights(pg, 0.0, cfg.vf_coef, cfg.ent_coef, cfg.reverse, cfg.Z)
-    return LossWeights(cfg.alpha, cfg.beta, cfg.vf_coef, cfg.ent_coef, cfg.reverse, cfg.Z)
+        return LossWeights(pg, 0.0, vf, cfg.ent_coef, cfg.reverse, cfg.Z)
+    return LossWeights(cfg.alpha, cfg.beta, vf, cfg.ent_coef, cfg.reverse, cfg.Z)

@@ -15,20 +15,28 @@ from symrl.distributions import ActionDist, HeadSpec
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 
-def _layer(n_in: int, n_out: int, gain: float) -> nn.Linear:
-    """Orthogonal weights and zero bias, the initialization both SB3 and CleanRL use for PPO."""
+def _init(layer: nn.Linear | nn.Conv2d, gain: float, ortho: bool) -> None:
+    """Orthogonal weights scaled by ``gain`` and zero bias, the initialization both SB3 and CleanRL
+    use; with ``ortho`` False torch's own (uniform) initialization stays, as SB3's
+    ``ortho_init=False`` does for every layer (the authors' tuned Humanoid-v4 PPO)."""
+    if ortho:
+        nn.init.orthogonal_(layer.weight, gain)
+        nn.init.zeros_(layer.bias)
+
+
+def _layer(n_in: int, n_out: int, gain: float, ortho: bool) -> nn.Linear:
     layer = nn.Linear(n_in, n_out)
-    nn.init.orthogonal_(layer.weight, gain)
-    nn.init.zeros_(layer.bias)
+    _init(layer, gain, ortho)
     return layer
 
 
-def mlp(n_in: int, hidden: Sequence[int], n_out: int, activation: str, out_gain: float) -> nn.Sequential:
+def mlp(n_in: int, hidden: Sequence[int], n_out: int, activation: str, out_gain: float,
+        ortho: bool) -> nn.Sequential:
     layers: list[nn.Module] = []
     for width in hidden:
-        layers += [_layer(n_in, width, math.sqrt(2)), ACTIVATIONS[activation]()]
+        layers += [_layer(n_in, width, math.sqrt(2), ortho), ACTIVATIONS[activation]()]
         n_in = width
-    layers.append(_layer(n_in, n_out, out_gain))
+    layers.append(_layer(n_in, n_out, out_gain, ortho))
     return nn.Sequential(*layers)
 
 
@@ -41,11 +49,11 @@ class ActorCritic(nn.Module):
     """
 
     def __init__(self, obs_dim: int, spec: HeadSpec, hidden: Sequence[int] = (64, 64),
-                 activation: str = "tanh", log_std_init: float = 0.0):
+                 activation: str = "tanh", log_std_init: float = 0.0, ortho_init: bool = True):
         super().__init__()
         self.spec = spec
-        self.actor = mlp(obs_dim, hidden, spec.n_outputs, activation, out_gain=0.01)
-        self.critic = mlp(obs_dim, hidden, 1, activation, out_gain=1.0)
+        self.actor = mlp(obs_dim, hidden, spec.n_outputs, activation, out_gain=0.01, ortho=ortho_init)
+        self.critic = mlp(obs_dim, hidden, 1, activation, out_gain=1.0, ortho=ortho_init)
         self.log_std = (nn.Parameter(torch.full((spec.n_outputs,), float(log_std_init)))
                         if spec.kind == "gaussian" else None)
         self._act = torch.tanh if activation == "tanh" else torch.relu
@@ -106,21 +114,20 @@ class CNNActorCritic(nn.Module):
     """The Nature DQN CNN (Mnih et al. 2015) as a trunk shared by the policy and value heads, on
     uint8 frame stacks scaled by 1/255 (the paper's Atari network, as in SB3 and CleanRL)."""
 
-    def __init__(self, obs_shape: tuple[int, ...], spec: HeadSpec):
+    def __init__(self, obs_shape: tuple[int, ...], spec: HeadSpec, ortho_init: bool = True):
         super().__init__()
         self.spec = spec
         channels, height, width = obs_shape
         gain = math.sqrt(2)
         convs = [nn.Conv2d(channels, 32, 8, stride=4), nn.Conv2d(32, 64, 4, stride=2), nn.Conv2d(64, 64, 3, stride=1)]
         for conv in convs:
-            nn.init.orthogonal_(conv.weight, gain)
-            nn.init.zeros_(conv.bias)
+            _init(conv, gain, ortho_init)
         with torch.no_grad():
             flat = nn.Sequential(*convs)(torch.zeros(1, channels, height, width)).numel()
         self.trunk = nn.Sequential(convs[0], nn.ReLU(), convs[1], nn.ReLU(), convs[2], nn.ReLU(), nn.Flatten(),
-                                   _layer(flat, 512, gain), nn.ReLU())
-        self.actor = _layer(512, spec.n_outputs, 0.01)
-        self.critic = _layer(512, 1, 1.0)
+                                   _layer(flat, 512, gain, ortho_init), nn.ReLU())
+        self.actor = _layer(512, spec.n_outputs, 0.01, ortho_init)
+        self.critic = _layer(512, 1, 1.0, ortho_init)
         self.log_std = None
 
     def _features(self, obs: Tensor) -> Tensor:
@@ -158,8 +165,8 @@ class TorchSnapshot:
 
 
 def build_model(obs_shape: tuple[int, ...], spec: HeadSpec, hidden: Sequence[int], activation: str,
-                log_std_init: float) -> ActorCritic | CNNActorCritic:
+                log_std_init: float, ortho_init: bool) -> ActorCritic | CNNActorCritic:
     """The CNN for image observations (stack, height, width), separate MLPs for vectors."""
     if len(obs_shape) == 3:
-        return CNNActorCritic(obs_shape, spec)
-    return ActorCritic(int(np.prod(obs_shape)), spec, hidden, activation, log_std_init)
+        return CNNActorCritic(obs_shape, spec, ortho_init)
+    return ActorCritic(int(np.prod(obs_shape)), spec, hidden, activation, log_std_init, ortho_init)

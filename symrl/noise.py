@@ -36,9 +36,9 @@ def noisy_rewards(rewards: Tensor, kind: str, scale: float, gen: torch.Generator
     return rewards
 
 
-def noisy_advantages(advantages: Tensor, kind: str, scale: float, gen: torch.Generator) -> Tensor:
-    """adv_flip p: flip the sign of each advantage with probability p (before normalization)."""
-    if kind != "adv_flip":
-        return advantages
-    flip = _draw_uniform(advantages, gen) < scale
+def flip_advantages(advantages: Tensor, p: float, gen: torch.Generator) -> Tensor:
+    """adv_flip p: flip the sign of each advantage with probability p. The update calls it on every
+    minibatch of every epoch, before normalization, so each pass sees a fresh mask (as upstream
+    Symmetric_RL sppo.py:239-241, ppo.py:224-226)."""
+    flip = _draw_uniform(advantages, gen) < p
     return torch.where(flip, -advantages, advantages)

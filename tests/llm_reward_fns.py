@@ -21,3 +21,8 @@ NOT_A_FUNCTION = 3
 def great_minus_awful(prompts: list[str], completions: list[str], references: list[str | None] | None) -> list[float]:
     """A trivially learnable reward for tests/test_llm_trainer.py: the synthetic corpus has both words."""
     return [float(c.count("great") - c.count("awful")) for c in completions]
+
+
+def prompt_characters(prompts: list[str], completions: list[str], references: list[str | None] | None) -> list[float]:
+    """The length of the prompt text the reward reads, for tests/test_llm_trainer.py."""
+    return [float(len(p)) for p in prompts]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from symrl.algos.onpolicy import OnPolicyTrainer
-from symrl.config import build_config
+from symrl.config import ConfigError, build_config
 from symrl.envs.atari import AtariSettings, EnvpoolAtari, envpool_available, game_name, make_atari_env, training_signal
 from symrl.envs.make import make_vec_env
 
@@ -71,7 +71,8 @@ def test_trainer_trains_on_clipped_rewards_and_reports_raw_scores(tmp_path, back
     # Space Invaders pays 5 to 30 points per alien: clipping is visible, unlike Pong's ±1.
     cfg = build_config("atari-ppo", {
         "env": "ALE/SpaceInvaders-v5", "env_backend": backend, "vec_env": "sync", "n_envs": 2, "n_steps": 128,
-        "total_steps": 256, "eval_episodes": 1, "atari.max_episode_frames": 400, "out": str(tmp_path)})
+        "total_steps": 256, "eval_episodes": 1, "atari.max_episode_frames": 400, "out": str(tmp_path),
+        **({"atari.fire_reset": False, "atari.life_reset": False} if backend == "envpool" else {})})
     trainer = OnPolicyTrainer(cfg)
     trainer.reset_envs()
     trainer.collect()
@@ -98,3 +99,58 @@ def test_envpool_reseeding_at_sync_points_is_reproducible():
         return np.stack(obs)
 
     np.testing.assert_array_equal(first_frames(7), first_frames(7))
+
+
+def _frame_number(env) -> int:
+    return env.unwrapped.ale.getEpisodeFrameNumber()
+
+
+@pytest.mark.parametrize("fire", [False, True])
+def test_fire_reset_presses_fire_then_action_2_after_a_reset(fire):
+    settings = AtariSettings(noop_max=0, fire_reset=fire)
+    env = make_atari_env("ALE/Breakout-v5", settings)
+    obs, _ = env.reset(seed=0)
+    # two extra agent steps of frame_skip frames each, and a zero-filled stack around the new frame
+    assert _frame_number(env) == (2 * settings.frame_skip if fire else 0)
+    assert not obs[:-1].any() and obs[-1].any()
+    env.close()
+
+
+def test_fire_reset_leaves_games_without_fire_alone():
+    env = make_atari_env("ALE/Pong-v5", AtariSettings(noop_max=0, fire_reset=True))
+    assert env.unwrapped.get_action_meanings()[1] == "FIRE"  # Pong has FIRE: pressed
+    env.reset(seed=0)
+    assert _frame_number(env) == 8
+    env.close()
+    env = make_atari_env("ALE/Freeway-v5", AtariSettings(noop_max=0, fire_reset=True))
+    assert "FIRE" not in env.unwrapped.get_action_meanings()  # Freeway has none: nothing pressed
+    env.reset(seed=0)
+    assert _frame_number(env) == 0
+    env.close()
+
+
+@pytest.mark.parametrize("life_reset", [False, True])
+def test_a_lost_life_restarts_the_frame_stack_after_noop_and_fire(life_reset):
+    """SB3's EpisodicLifeEnv + FireResetEnv + VecFrameStack: after a lost life, one no-op step,
+    FIRE, action 2, and a zero-filled stack; the game (and the reported score) goes on."""
+    settings = AtariSettings(noop_max=0, fire_reset=True, life_reset=life_reset)
+    env = make_atari_env("ALE/Breakout-v5", settings)
+    env.reset(seed=0)
+    lives = env.unwrapped.ale.lives()
+    for _ in range(2000):  # NOOP: the paddle stays put and the launched ball is missed
+        before = _frame_number(env)
+        obs, _, terminated, truncated, info = env.step(0)
+        if info["lives"] < lives:
+            break
+    else:
+        pytest.fail("no life was lost")
+    assert not (terminated or truncated)
+    extra_steps = 3 if life_reset else 0
+    assert _frame_number(env) - before == (1 + extra_steps) * settings.frame_skip
+    assert (not obs[:-1].any()) == life_reset  # restarted stack: only the newest frame is filled
+    env.close()
+
+
+def test_envpool_refuses_the_sb3_reset_rules_in_one_line():
+    with pytest.raises(ConfigError, match="atari.fire_reset: .*allowed with env_backend=envpool: false"):
+        build_config("atari-ppo", {"env_backend": "envpool"})

@@ -1,13 +1,16 @@
 """The RLHF token math against hand computations: KL-penalized rewards, token GAE, masked whitening,
-the KL controllers, the prompt schedule."""
+the KL controllers, the prompt schedule, the value loss's scale."""
 
 
 import pytest
 import torch
 
 from symrl.advantages import normalize, sign_change_share, token_gae
+from symrl.config import ConfigError, build_config
+from symrl.llm.config import build_rlhf_config
 from symrl.llm.kl import adaptive_kl_coef, kl_penalized_rewards, last_token_index, next_kl_coef
 from symrl.llm.tasks import Example, iteration_examples
+from symrl.losses import loss_weights, symmetric_loss
 
 MASK = torch.tensor([[1, 1, 1], [1, 1, 0]])
 LOGP = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -1.2, -9.0]])
@@ -75,3 +78,33 @@ def test_prompt_schedule_is_a_function_of_the_iteration():
     assert seen[:10] != seen[10:20]  # a new order each pass
     assert [e.prompt for e in iteration_examples(examples, 3, 4, seed=3)] == seen[12:16]
     assert seen != [e.prompt for it in range(5) for e in iteration_examples(examples, it, 4, seed=4)]
+
+
+def _value_gradient(cfg) -> torch.Tensor:
+    """∂(total loss)/∂values of the loss weights of ``cfg``, on a minibatch whose only signal is the
+    clipped value loss (zero advantages)."""
+    values = torch.tensor([0.5, -0.2, 1.3, 0.0], requires_grad=True)
+    old_values = torch.tensor([0.4, 0.1, 1.0, 0.3])
+    returns = torch.tensor([1.0, -0.5, 0.2, 0.35])
+    zeros = torch.zeros(4)
+    terms, _ = symmetric_loss("ppo", loss_weights(cfg), zeros, zeros, zeros, zeros, values, returns, old_values,
+                              clip_range=0.2, clip_range_vf=0.2, mask=torch.tensor([1, 1, 1, 0]))
+    return torch.autograd.grad(terms.total, values)[0]
+
+
+def test_value_loss_is_tril_half_max_for_rlhf_and_sb3_mse_for_gym():
+    """TRIL: 0.5·mean(max((v−R)², (clip(v)−R)²))·vf_coef (ppo.py:172-180); SB3: no 0.5."""
+    # ∂max/∂v by hand, clip ±0.2 around the old values:
+    #   v=0.5, old 0.4, R=1.0: inside the clip, both terms 0.25 → 2(v−R) = −1.0
+    #   v=−0.2, old 0.1, R=−0.5: clip(v)=−0.1, (0.4)² > (0.3)², the clipped term wins → 0
+    #   v=1.3, old 1.0, R=0.2: clip(v)=1.2, (1.1)² > (1.0)² → 2(v−R) = 2.2;  the 4th is masked
+    d_max = torch.tensor([-1.0, 0.0, 2.2, 0.0]) / 3
+    rlhf = build_rlhf_config(None, {"algo": "ppo"})
+    assert (rlhf.vf_coef, rlhf.value_loss_scale) == (0.5, 0.5)
+    torch.testing.assert_close(_value_gradient(rlhf), 0.5 * d_max * 0.5)
+    gym = build_config(None, {"algo": "ppo"})
+    assert (gym.vf_coef, gym.value_loss_scale, loss_weights(gym).vf) == (0.5, 1.0, 0.5)  # vf_coef exactly, SB3's
+    torch.testing.assert_close(_value_gradient(gym), d_max * 0.5)
+    for build in (build_rlhf_config, build_config):
+        with pytest.raises(ConfigError, match="value_loss_scale: got 0, allowed: a number > 0"):
+            build(None, {"value_loss_scale": 0})

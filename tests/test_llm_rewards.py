@@ -95,18 +95,21 @@ def _load(kind: str, path: str):
 # ---------------------------------------------------------------- classifier
 
 
-def test_classifier_reward_is_the_positive_logit_of_prompt_plus_completion(tiny):
+def test_classifier_reward_is_the_positive_probability_of_prompt_plus_completion(tiny):
+    """TRIL's IMDB reward: softmax(logits)[label] of prompt + completion; ``score=logit`` the logit."""
     prompts = ["this movie was", "a terrible", "the plot"]
     completions = [" great and wonderful", " boring film with awful acting and more", ""]
-    reward = ClassifierReward(tiny["classifier"], batch_size=2)
-    scores = reward(prompts, completions, None)
+    probability = ClassifierReward(tiny["classifier"], batch_size=2)(prompts, completions, None)
+    logit = ClassifierReward(tiny["classifier"], score="logit", batch_size=2)(prompts, completions, None)
 
     model, tokenizer = _load("classifier", tiny["classifier"]), tiny["tokenizer"]
     with torch.no_grad():
-        expected = [model(input_ids=torch.tensor([tokenizer(p + c)["input_ids"]])).logits[0, 1]
-                    for p, c in zip(prompts, completions)]
-    assert scores.dtype == torch.float32 and scores.shape == (3,)
-    torch.testing.assert_close(scores, torch.stack(expected), rtol=1e-5, atol=1e-5)
+        logits = torch.stack([model(input_ids=torch.tensor([tokenizer(p + c)["input_ids"]])).logits[0]
+                              for p, c in zip(prompts, completions)])
+    assert probability.dtype == torch.float32 and probability.shape == (3,)
+    torch.testing.assert_close(probability, torch.softmax(logits, dim=-1)[:, 1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(logit, logits[:, 1], rtol=1e-5, atol=1e-5)
+    assert (logits[:, 1] - logits[:, 0]).abs().max() > 1e-2  # the probability is not a constant 0.5
 
 
 def test_classifier_label_by_name_any_case_or_index(tiny):
@@ -125,15 +128,18 @@ def test_classifier_unknown_label_lists_the_models_labels(tiny):
         ClassifierReward(tiny["classifier"], label=2)
 
 
-def test_classifier_truncates_to_the_models_positions(tiny):
+def test_classifier_truncates_to_the_models_positions_keeping_the_end(tiny):
+    """A long prompt + completion keeps its last tokens (the completion's), as TRIL's tokenizer does."""
     long_text = " ".join(CORPUS)
     tokenizer = tiny["tokenizer"]
     assert len(tokenizer(long_text)["input_ids"]) > 24
-    score = ClassifierReward(tiny["classifier"])([long_text], [""], None)
+    score = ClassifierReward(tiny["classifier"], score="logit")([long_text], [""], None)
     model = _load("classifier", tiny["classifier"])
     with torch.no_grad():
-        expected = model(input_ids=torch.tensor([tokenizer(long_text)["input_ids"][:24]])).logits[0, 1]
-    torch.testing.assert_close(score[0], expected, rtol=1e-5, atol=1e-5)
+        end, start = (model(input_ids=torch.tensor([ids])).logits[0, 1]
+                      for ids in (tokenizer(long_text)["input_ids"][-24:], tokenizer(long_text)["input_ids"][:24]))
+    torch.testing.assert_close(score[0], end, rtol=1e-5, atol=1e-5)
+    assert (end - start).abs() > 1e-3
 
 
 # ---------------------------------------------------------------- reward model
@@ -231,6 +237,8 @@ def test_build_reward_by_kind_and_its_errors(tiny):
         build_reward("lexicon", label="POSITIVE")
     with pytest.raises(ConfigError, match=r"reward\.function: required by reward\.kind=callable"):
         build_reward("callable")
+    with pytest.raises(ConfigError, match="reward.score: got 'softmax', allowed: probability, logit"):
+        build_reward("classifier", model=tiny["classifier"], score="softmax")
 
 
 def test_hub_id_offline_fails_fast_naming_the_field(monkeypatch):
@@ -294,6 +302,43 @@ def test_perplexity_is_exp_mean_nll_of_completion_tokens_and_padding_invariant(t
     assert one == pytest.approx(expected, rel=1e-4)
     assert padded == pytest.approx(expected, rel=1e-4)
     assert not model.training
+
+
+def test_sliding_windows_score_every_token_once_by_hand():
+    # n=10 tokens, window 6, stride 3: targets [1,3) [3,6) [6,9) [9,10), context back to i + 3 - 6
+    assert metrics.sliding_windows(10, 6, 3) == [(0, 3, 2), (0, 6, 3), (3, 9, 3), (6, 10, 1)]
+    assert metrics.sliding_windows(5, 4, 9) == [(0, 3, 2), (2, 5, 2)]  # stride cut to window - 1: one token of context
+    assert metrics.sliding_windows(1, 4, 2) == [(0, 1, 0)]
+
+
+def test_joined_perplexity_scores_the_joined_stream_in_windows(tiny):
+    """TRIL's causal_(output_)perplexity: the texts joined by a blank line, one token stream, each
+    token scored once with the context its window gives it; the same whatever the batching."""
+    model, tokenizer = _load("lm", tiny["lm"]), tiny["tokenizer"]
+    texts = ["this movie was great and wonderful", "a terrible boring film", "tl;dr: the plot was thin"]
+    ids = tokenizer("\n\n".join(texts))["input_ids"]
+    assert len(ids) > 24  # longer than the model's positions: several windows
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for begin, end, n in metrics.sliding_windows(len(ids), 24, 8):
+            logp = torch.log_softmax(model(input_ids=torch.tensor([ids[begin:end]])).logits[0].double(), dim=-1)
+            nll -= sum(float(logp[t - begin - 1, ids[t]]) for t in range(end - n, end))
+            count += n
+    assert count == len(ids) - 1
+    expected = math.exp(nll / count)
+    for batch_size in (1, 3):
+        assert metrics.joined_perplexity(metrics.lm_logprobs(model), tokenizer, texts, 24, 8,
+                                         batch_size=batch_size) == pytest.approx(expected, rel=1e-5)
+    # within one window (no cut context) it is the stream's plain perplexity; separated texts differ
+    short = ["a great film", "the plot was thin"]
+    ids = tokenizer("\n\n".join(short))["input_ids"]
+    assert len(ids) <= 24
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].double(), dim=-1)
+    plain = math.exp(-sum(float(logp[t - 1, ids[t]]) for t in range(1, len(ids))) / (len(ids) - 1))
+    lm = metrics.lm_logprobs(model)
+    assert metrics.joined_perplexity(lm, tokenizer, short, 24, 512) == pytest.approx(plain, rel=1e-5)
+    assert metrics.joined_perplexity(lm, tokenizer, short, 24, 512, separator=" ") != pytest.approx(plain, rel=1e-3)
 
 
 def test_perplexity_keeps_the_last_tokens_of_long_texts(tiny):

@@ -170,7 +170,8 @@ def test_gradient_accumulation_changes_memory_not_maths(lm_setup, tmp_path):
 
 
 def test_reference_texts_follow_the_prompt(lm_setup, tmp_path):
-    """The auxiliary NLL's target is the review's continuation right after the prompt, cut at its end."""
+    """The auxiliary NLL's target follows the prompt: the reference's first max_new_tokens tokens
+    (IMDB: the review's start, as TRIL; tests/test_llm_imdb.py)."""
     cfg = _cfg(lm_setup, tmp_path, **{"generation.max_new_tokens": 4, "generation.min_new_tokens": 4})
     trainer = _trainer(cfg)
     examples = trainer.train_examples[:3]
@@ -220,8 +221,10 @@ def test_mean_reward_rises_with_a_learnable_reward(lm_setup, tmp_path, algo):
 
 
 @pytest.mark.parametrize("variant", [{}, {"policy.lora_r": 4, "policy.lora_alpha": 8},
-                                     {"policy.value_head": "separate", "kl_controller": "adaptive"}],
-                         ids=["full", "lora", "critic-adaptive-kl"])
+                                     {"policy.value_head": "separate", "kl_controller": "adaptive"},
+                                     {"policy.lora_r": 4, "policy.lora_alpha": 8, "policy.value_head": "adapter",
+                                      "norm_adv_scope": "microbatch_padded", "grad_accum": 2}],
+                         ids=["full", "lora", "critic-adaptive-kl", "lora-value-adapter"])
 def test_killed_run_resumes_to_the_uninterrupted_result(lm_setup, tmp_path, monkeypatch, variant):
     whole = _cfg(lm_setup, tmp_path, iterations=4, checkpoint_every=2, eval_every=2, experiment="whole", **variant)
     train_rlhf(whole, progress=False)
@@ -244,6 +247,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(lm_setup, tmp_path, monk
     a, b = _params(run_dir(whole)), _params(run_dir(killed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert any("value_head" in k for k in a) and (not variant.get("policy.lora_r") or any("lora_" in k for k in a))
+    assert variant.get("policy.value_head") != "adapter" or any(k.startswith("policy/value_adapter/") for k in a)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
     assert strip(read_jsonl(run_dir(whole) / "metrics.jsonl")) == strip(read_jsonl(run_dir(killed) / "metrics.jsonl"))
     assert read_jsonl(run_dir(whole) / "eval.jsonl") == read_jsonl(run_dir(killed) / "eval.jsonl")
@@ -268,7 +272,7 @@ def test_lora_trains_adapters_against_the_disabled_adapter_reference(lm_setup, t
 def test_separate_critic_and_run_files(lm_setup, tmp_path):
     second_lm = str(lm_setup / "models" / "policy")
     cfg = _cfg(lm_setup, tmp_path, **{"policy.value_head": "separate", "iterations": 2, "eval_every": 1,
-                                      "eval_samples": 2, "eval_lms": [second_lm]})
+                                      "eval_samples": 2, "eval_lms": [second_lm], "eval_lms_mode": "per_prompt"})
     summary = train_rlhf(cfg, progress=False)
     path = run_dir(cfg)
     assert summary["finished"] and path == tmp_path / "runs" / "rlhf" / "imdb" / "ppo" / "seed0"
@@ -277,8 +281,8 @@ def test_separate_critic_and_run_files(lm_setup, tmp_path):
     evals = read_jsonl(path / "eval.jsonl")
     assert [r["step"] for r in evals] == [0, 1, 2]
     assert {"mean_return", "judge_vader", "kl", "ppl_reference", "distinct_1", "distinct_2"} <= set(evals[-1])
-    # the second LM is the reference itself here; it scores re-tokenized text (the completion's first
-    # token may merge differently at the prompt boundary), so the two agree only roughly
+    # the second LM is the reference itself here; per prompt, it scores re-tokenized text (the completion's
+    # first token may merge differently at the prompt boundary), so the two agree only roughly
     ratio = evals[0]["ppl:" + second_lm] / evals[0]["ppl_reference"]
     assert 0.5 < ratio < 2, ratio
     assert len(evals[-1]["samples"]) == 2 and isinstance(evals[-1]["samples"][0]["completion"], str)
@@ -344,7 +348,7 @@ def test_rlhf_presets_resolve_and_accelerate_configs_load(lm_setup):
     assert (paper.generation.top_k, paper.generation.min_new_tokens, paper.generation.max_new_tokens) == (50, 48, 48)
     tldr = cfgs["tldr-sppo"]
     assert (tldr.alpha, tldr.beta, tldr.gamma, tldr.vf_coef, tldr.kl_coef, tldr.policy.lora_r,
-            tldr.policy.load_in, tldr.reward.relative_to_reference) == (0.5, 0.2, 1.0, 0.1, 0.002, 8, "4bit", True)
+            tldr.policy.load_in, tldr.reward.relative_to_reference) == (0.5, 0.2, 1.0, 0.1, 0.002, 8, "4bit", False)
     for name in ("imdb-offline-sppo", "imdb-offline-scaled_ppo"):  # the control differs only in algo
         assert {k: v for k, v in cfgs[name].to_dict().items() if k != "algo"} == \
             {k: v for k, v in cfgs["imdb-offline-sppo"].to_dict().items() if k != "algo"}
@@ -427,3 +431,62 @@ def test_another_architecture_trains(lm_setup, tmp_path, lora):
     rows = read_jsonl(run_dir(cfg) / "metrics.jsonl")
     assert summary["finished"] and rows[0]["kl"] == pytest.approx(0.0, abs=1e-4)  # the policy starts as its reference
     assert all(math.isfinite(r["policy_loss"]) and math.isfinite(r["value_loss"]) for r in rows)
+
+
+@pytest.mark.parametrize("value_head", ["separate", "shared"])
+def test_separate_critic_keeps_value_gradients_out_of_the_policy(lm_setup, tmp_path, value_head):
+    """TRIL's IMDB critic is a full copy of the policy LM with its own linear head: one optimizer step
+    of the value loss alone (α = 0, no NLL, no entropy, no weight decay) leaves every policy weight
+    as it was and moves the critic. With the head on the policy's trunk the same step moves the policy."""
+    cfg = _cfg(lm_setup, tmp_path, alpha=0.0, target_coef=0.0, weight_decay=0.0, rollouts=4, minibatch_size=4,
+               n_epochs=1, experiment=value_head, **{"policy.value_head": value_head})
+    trainer = _trainer(cfg)
+    model = trainer.model
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    rollout = trainer.collect(iteration_examples(trainer.train_examples, 0, cfg.rollouts, 0))
+    trainer.update(rollout, torch.Generator().manual_seed(0))
+    moved = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
+    assert "value_head.weight" in moved
+    policy = {f"lm.{n}" for n, _ in model.lm.named_parameters()}
+    if value_head == "separate":
+        assert not {id(p) for p in model.lm.parameters()} & {id(p) for p in model.critic.parameters()}
+        assert not moved & policy and any(n.startswith("critic.") for n in moved)
+    else:
+        assert moved & policy
+
+
+def test_adamw_groups_leave_biases_and_layer_norms_undecayed(lm_setup, tmp_path):
+    """TRIL's AdamW (agent.py:173-187, cfgs/alg/ppo.yaml:55-60): eps 1e-5, weight decay (IMDB 1e-6)
+    on weights only, never on biases and LayerNorm weights; every trainable parameter once."""
+    trainer = _trainer(_cfg(lm_setup, tmp_path, **{"policy.value_head": "separate"}))
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    decayed, undecayed = ({names[id(p)] for p in group["params"]} for group in trainer.optimizer.param_groups)
+    assert [(g["weight_decay"], g["eps"]) for g in trainer.optimizer.param_groups] == [(1e-6, 1e-5), (0.0, 1e-5)]
+    assert decayed.isdisjoint(undecayed) and decayed | undecayed == set(names.values())
+    assert undecayed == {n for n in names.values() if n.endswith(".bias") or ".ln_" in n}
+    assert {"lm.transformer.ln_f.weight", "critic.h.0.ln_1.weight", "value_head.bias"} <= undecayed
+    assert {"lm.transformer.wte.weight", "critic.h.0.attn.c_attn.weight", "value_head.weight"} <= decayed
+
+
+def test_imdb_evaluation_on_the_whole_validation_split_with_tril_metrics(lm_setup, tmp_path):
+    """eval_prompts=0: all of the 20% validation split. The reward reads the whole prompt text in
+    evaluation and the truncated prompt the policy saw in training; the policy's perplexity on the
+    human reviews and the eval LM's on the generations alone are joined-stream perplexities."""
+    from symrl.llm import generation, metrics
+
+    eval_lm = str(lm_setup / "models" / "policy")  # the initial policy: both perplexities use the same LM
+    cfg = _cfg(lm_setup, tmp_path, eval_prompts=0, eval_samples=1000, eval_lms=[eval_lm], eval_ppl_stride=16,
+               **{"reward.function": "tests.llm_reward_fns:prompt_characters"})
+    trainer = _trainer(cfg)
+    assert len(trainer.eval_examples) == 80  # 20% of the 400 reviews
+    row = trainer.evaluate()
+    assert [s["reward"] for s in row["samples"]] == [float(len(e.prompt)) for e in trainer.eval_examples]
+    rollout = trainer.collect(trainer.train_examples[:8])
+    seen = generation.decode(trainer.tokenizer, rollout.batch.query, rollout.batch.query_mask)
+    assert rollout.scores.tolist() == [float(len(p)) for p in seen]
+    assert all(len(p) < len(e.prompt) for p, e in zip(seen, trainer.train_examples[:8]))  # 6 of 8-16 words
+    lm, tokenizer = trainer.eval_lms[eval_lm]
+    joined = lambda texts: metrics.joined_perplexity(metrics.lm_logprobs(lm), tokenizer, texts, 64, 16)  # noqa: E731
+    assert row["ppl_policy_on_references"] == pytest.approx(joined([e.reference for e in trainer.eval_examples]),
+                                                             rel=1e-5)
+    assert row[f"ppl:{eval_lm}"] == pytest.approx(joined([s["completion"] for s in row["samples"]]), rel=1e-5)

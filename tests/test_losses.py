@@ -19,6 +19,7 @@ from symrl.losses import (
     effective_pg_multiplier,
     entropy_bonus,
     masked_mean,
+    ppo_gradient_mask,
     ppo_policy_loss,
     ppo_reverse_loss,
     symmetric_loss,
@@ -466,3 +467,32 @@ def test_reverse_terms_equal_the_papers_literal_formulas(reverse):
     zeros = torch.zeros(64, dtype=torch.float64)
     terms, _ = symmetric_loss("ppo", weights, lp, old_lp, adv, zeros, zeros, zeros, clip_range=eps)
     torch.testing.assert_close(terms.reverse, literal_ppo)
+
+
+def test_sppo_on_17_dim_discretized_actions_is_exact_in_float32_where_upstream_is_noise():
+    """UPSTREAM.md point 10: with 17 dimensions × 11 bins (Humanoid, HumanoidStandup) π_old ≈ 11⁻¹⁷.
+    The released code writes 1 − π as prod_d(Σ_k softmax) − π, whose float32 rounding (analytically
+    a zero gradient) is then divided by π_old; symrl's 1/π_old − r keeps float32 exact."""
+    torch.manual_seed(0)
+    n, dims, bins = 64, 17, 11
+    logits = (0.01 * torch.randn(n, dims, bins)).requires_grad_()  # SB3's action-head init scale
+    dist = MultiCategorical(logits)
+    actions = torch.randint(bins, (n, dims))
+    old_lp = dist.log_prob(actions).detach()
+    adv = torch.randn(n)
+    def ratio() -> torch.Tensor:
+        return torch.exp(MultiCategorical(logits).log_prob(actions) - old_lp)
+
+    exact = _grad(ppo_reverse_loss(ratio(), old_lp.exp(), adv, EPS, "rce", -1.0), logits)
+    reference = _grad(ppo_policy_loss(ratio(), adv, EPS), logits)  # ∇L_rev = |Z|·∇L_PPO
+    assert _rel_err(exact, reference) < 1e-4
+
+    def released(logits: torch.Tensor) -> torch.Tensor:  # the released formula, float32 as it ran
+        split = logits.softmax(-1)
+        all_probs = split.sum(-1).prod(-1)
+        prob = split.gather(-1, actions.unsqueeze(-1)).squeeze(-1).prod(-1)
+        f = ppo_gradient_mask(prob / old_lp.exp(), adv, EPS)
+        return -(f * adv * -1.0 * (all_probs - prob) / old_lp.exp()).mean()
+
+    noisy = _grad(released(logits), logits)
+    assert noisy.norm() > 100 * reference.norm()

@@ -42,3 +42,30 @@ def test_snapshot_is_frozen_until_retaken():
         model.critic[-1].bias.add_(1.0)
     np.testing.assert_array_equal(snapshot(obs)[1], before)
     np.testing.assert_allclose(model.inference_snapshot()(obs)[1], before + 1.0, rtol=1e-6)
+
+
+def _is_orthogonal(weight: torch.Tensor, gain: float) -> bool:
+    """An orthogonal matrix scaled by ``gain`` has all its singular values equal to ``gain``."""
+    singular_values = torch.linalg.svdvals(weight.detach())
+    return torch.allclose(singular_values, torch.full_like(singular_values, gain), rtol=1e-4)
+
+
+@pytest.mark.parametrize("space", [spaces.Box(-1, 1, (3,)), spaces.Discrete(4)])
+def test_ortho_init_false_keeps_torchs_initialization(space):
+    """SB3's ortho_init=False (the authors' tuned Humanoid-v4): every layer, the heads included,
+    keeps nn.Linear's own init (uniform weights, non-zero biases); the log std is unaffected."""
+    spec = head_spec(space)
+    ortho = ActorCritic(7, spec, (32, 16), "relu", log_std_init=-2.0, ortho_init=True)
+    plain = ActorCritic(7, spec, (32, 16), "relu", log_std_init=-2.0, ortho_init=False)
+    gains = [2 ** 0.5, 2 ** 0.5, 0.01]
+    for layers, out_gain in ((ortho._actor_layers, 0.01), (ortho._critic_layers, 1.0)):
+        assert all(_is_orthogonal(layer.weight, gain) for layer, gain in zip(layers, gains[:2] + [out_gain]))
+        assert all(torch.count_nonzero(layer.bias) == 0 for layer in layers)
+    for layer in plain._actor_layers + plain._critic_layers:
+        if min(layer.weight.shape) > 1:  # a single row is orthogonal whatever it holds
+            assert not _is_orthogonal(layer.weight, float(torch.linalg.svdvals(layer.weight.detach())[0]))
+        bound = 1 / layer.in_features ** 0.5  # nn.Linear's kaiming-uniform range for weights and biases
+        assert layer.weight.abs().max() <= bound and layer.bias.abs().max() <= bound
+        assert torch.count_nonzero(layer.bias) == layer.out_features
+    if plain.log_std is not None:
+        assert torch.equal(plain.log_std.detach(), torch.full((spec.n_outputs,), -2.0))

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from gymnasium import spaces
 
-from symrl.noise import NOISE_KINDS, REWARD_NOISE, noisy_advantages, noisy_rewards
+from symrl.algos import ppo
+from symrl.algos.update import UpdateSettings
+from symrl.distributions import head_spec
+from symrl.flat import FlatAdam, FlatParameters
+from symrl.losses import LossWeights
+from symrl.nets import ActorCritic
+from symrl.noise import NOISE_KINDS, REWARD_NOISE, flip_advantages, noisy_rewards
 
 N = 200_000
 
@@ -75,23 +82,21 @@ def test_uniform(w):
 def test_adv_flip(p):
     a = _advantages()
     before = a.clone()
-    out = noisy_advantages(a, "adv_flip", p, _gen(4))
+    out = flip_advantages(a, p, _gen(4))
     assert torch.equal(a, before)
     assert torch.equal(out.abs(), a.abs())
     flipped = torch.sign(out) != torch.sign(a)
     assert flipped.double().mean().item() == pytest.approx(p, abs=0.005)
-    assert torch.equal(noisy_advantages(a, "adv_flip", 1.0, _gen(4)), -a)
-    assert torch.equal(noisy_advantages(a, "adv_flip", 0.0, _gen(4)), a)
+    assert torch.equal(flip_advantages(a, 1.0, _gen(4)), -a)
+    assert torch.equal(flip_advantages(a, 0.0, _gen(4)), a)
 
 
 def test_none_and_non_matching_kinds_leave_data_unchanged():
-    r, a = _atari_rewards(), _advantages()
+    r = _atari_rewards()
     assert set(NOISE_KINDS) == {"none", "reward_flip", "gaussian", "uniform", "adv_flip"}
     for kind in NOISE_KINDS:
         if kind not in REWARD_NOISE:  # none, adv_flip
             assert torch.equal(noisy_rewards(r, kind, 0.5, _gen(5)), r)
-        if kind != "adv_flip":  # none and the reward kinds
-            assert torch.equal(noisy_advantages(a, kind, 0.5, _gen(5)), a)
     # and the reward kinds really do change rewards
     for kind in REWARD_NOISE:
         assert not torch.equal(noisy_rewards(r, kind, 0.5, _gen(5)), r)
@@ -100,15 +105,18 @@ def test_none_and_non_matching_kinds_leave_data_unchanged():
 @pytest.mark.parametrize("kind", ["reward_flip", "gaussian", "uniform", "adv_flip"])
 def test_same_seed_same_output(kind):
     x = _atari_rewards(torch.float64)[:5000]
-    fn = noisy_advantages if kind == "adv_flip" else noisy_rewards
-    out1 = fn(x, kind, 0.3, _gen(42))
-    out2 = fn(x, kind, 0.3, _gen(42))
-    out3 = fn(x, kind, 0.3, _gen(43))
+
+    def fn(data, gen):
+        return flip_advantages(data, 0.3, gen) if kind == "adv_flip" else noisy_rewards(data, kind, 0.3, gen)
+
+    out1 = fn(x, _gen(42))
+    out2 = fn(x, _gen(42))
+    out3 = fn(x, _gen(43))
     assert torch.equal(out1, out2)
     assert not torch.equal(out1, out3)
     # the generator advances: a second draw from the same generator differs
     g = _gen(42)
-    assert not torch.equal(fn(x, kind, 0.3, g), fn(x, kind, 0.3, g))
+    assert not torch.equal(fn(x, g), fn(x, g))
 
 
 def test_two_dimensional_rollout_shape_is_kept():
@@ -116,4 +124,39 @@ def test_two_dimensional_rollout_shape_is_kept():
     for kind in REWARD_NOISE:
         out = noisy_rewards(r, kind, 0.5, _gen(6))
         assert out.shape == r.shape and out.dtype == r.dtype
-    assert noisy_advantages(r + 1.0, "adv_flip", 0.5, _gen(6)).shape == r.shape
+    assert flip_advantages(r + 1.0, 0.5, _gen(6)).shape == r.shape
+
+
+def test_adv_flip_draws_a_fresh_mask_for_every_minibatch_of_every_epoch(monkeypatch):
+    """As upstream (Symmetric_RL sppo.py:239-241, ppo.py:224-226): the flip happens inside the
+    update, before normalization, so the two epochs over one rollout flip different samples."""
+    n, batch_size, p = 256, 64, 0.3
+    torch.manual_seed(0)
+    model = ActorCritic(3, head_spec(spaces.Discrete(2)))
+    params = FlatParameters(model)
+    obs = torch.randn(n, 3)
+    actions = torch.randint(0, 2, (n,))
+    with torch.no_grad():
+        dist, values = model(obs)
+        log_probs = dist.log_prob(actions)
+    # every sample's advantage is distinct and positive, so a negative one names a flipped sample
+    batch = {"obs": obs, "actions": actions, "log_probs": log_probs, "values": values,
+             "advantages": torch.arange(1.0, n + 1.0), "returns": values}
+    seen = []  # the advantages each gradient step used, after adv_flip
+    real_step = ppo.gradient_step
+
+    def recording_step(*args, **kwargs):
+        out = real_step(*args, **kwargs)
+        seen.append(out["adv_raw"])
+        return out
+
+    monkeypatch.setattr(ppo, "gradient_step", recording_step)
+    settings = UpdateSettings("ppo", LossWeights(1.0, 0.0, 0.5, 0.0), 0.2, None, True, 0.5, n_epochs=2,
+                              batch_size=batch_size, adv_flip=p)
+    ppo.ppo_update(model, params, FlatAdam(params.param, lr=1e-4), batch, settings, _gen(7), _gen(8))
+    per_epoch = n // batch_size
+    assert len(seen) == 2 * per_epoch
+    flipped = [{int(-a) for a in torch.cat(seen[e * per_epoch:(e + 1) * per_epoch]) if a < 0} for e in (0, 1)]
+    assert flipped[0] != flipped[1]
+    for epoch in flipped:
+        assert len(epoch) == pytest.approx(p * n, abs=4 * (p * (1 - p) * n) ** 0.5)

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from symrl.config import build_config, load_preset, preset_names
 from symrl.losses import effective_pg_multiplier
 
 
+def _differing(a: str, b: str) -> set[str]:
+    """The settings in which two resolved presets differ."""
+    x, y = build_config(a).to_dict(), build_config(b).to_dict()
+    return {k for k in x if x[k] != y[k]}
+
+
 @pytest.mark.parametrize("name", preset_names())
-def test_every_preset_builds_and_names_its_source(name):
+def test_every_preset_builds_and_names_its_upstream_source(name):
+    """A paper preset names the released file and line it follows; symrl's own say they have none."""
     preset = load_preset(name)
-    assert preset.get("description") and preset.get("source")
+    assert preset.get("description")
+    source = preset.get("source") or ""
+    assert re.search(r"Symmetric_RL .*\.(yml|sh):\d+", source) or "no upstream counterpart" in source, source
     build_config(name)
 
 
 def test_families_share_everything_but_what_they_are_about():
     """The control differs from SPPO only in the algorithm, and has SPPO's multiplier."""
-    for family in ("atari", "mujoco", "box2d", "classic"):
+    for family in ("atari", "mujoco", "box2d", "classic", "mujoco-humanoid"):
         sppo = build_config(f"{family}-sppo").to_dict()
         scaled = build_config(f"{family}-scaled_ppo").to_dict()
         assert {k for k in sppo if sppo[k] != scaled[k]} == {"algo"}
@@ -41,3 +52,45 @@ def test_paper_protocols():
     # the noise defaults the paper used, when a sweep turns noise on
     assert build_config("atari-ppo", {"noise": "reward_flip"}).noise_scale == 0.1
     assert build_config("mujoco-ppo", {"noise": "gaussian"}).noise_scale == 0.05
+
+
+def test_atari_ppo_is_the_released_baseline_and_ppo_norm_isolates_the_loss():
+    """Released: PPO and A2C/SA2C without advantage normalization, SPPO with it (Symmetric_RL
+    run_discrete_basic.sh:23-27, run_discrete_srl.sh:25-29); atari-ppo-norm differs from atari-ppo
+    only in normalization and from atari-sppo only in the loss."""
+    norm = {name: build_config(name).norm_adv for name in
+            ("atari-ppo", "atari-ppo-norm", "atari-sppo", "atari-scaled_ppo", "atari-a2c", "atari-sa2c")}
+    assert norm == {"atari-ppo": False, "atari-ppo-norm": True, "atari-sppo": True, "atari-scaled_ppo": True,
+                    "atari-a2c": False, "atari-sa2c": False}
+    assert _differing("atari-ppo", "atari-ppo-norm") == {"norm_adv"}
+    assert _differing("atari-ppo-norm", "atari-sppo") == {"algo", "alpha", "beta"}
+
+
+def test_a2c_optimizers_follow_upstream():
+    """Atari A2C/SA2C: RMSpropTFLike (hyperparams/a2c.yml:13, ra2c.yml:13); MuJoCo/Box2D A2C: torch's
+    RMSprop (a2c.py:125-127); the PPO family: Adam."""
+    optimizer = {name: build_config(name).optimizer for name in preset_names()}
+    assert {name for name, opt in optimizer.items() if opt == "rmsprop_tf"} == {"atari-a2c", "atari-sa2c"}
+    assert {name for name, opt in optimizer.items() if opt == "rmsprop"} == {
+        "mujoco-a2c", "mujoco-sa2c", "box2d-a2c", "box2d-sa2c"}
+    assert all(opt == "adam" for name, opt in optimizer.items() if build_config(name).family == "ppo")
+    # and the family defaults, where no preset says
+    assert build_config(None, {"algo": "a2c"}).optimizer == "rmsprop"
+    assert build_config(None, {"algo": "sppo"}).optimizer == "adam"
+
+
+def test_humanoid_presets_are_the_tuned_upstream_settings():
+    """Symmetric_RL hyperparams/ppo.yml:23-40 = sppo.yml:20-37, SB3's PPO defaults for the rest."""
+    ppo = build_config("mujoco-humanoid-ppo")
+    assert (ppo.env, ppo.total_steps, ppo.n_envs, ppo.n_steps, ppo.batch_size, ppo.n_epochs) == (
+        "Humanoid-v4", 10_000_000, 1, 512, 256, 5)
+    assert (ppo.gamma, ppo.lr, ppo.ent_coef, ppo.clip_range) == (0.95, 3.5e-5, 0.002, 0.3)
+    assert (ppo.gae_lambda, ppo.vf_coef, ppo.max_grad_norm, ppo.optimizer) == (0.95, 0.5, 0.5, "adam")
+    assert (ppo.net.hidden, ppo.net.activation, ppo.net.log_std_init, ppo.net.ortho_init) == (
+        [256, 256], "relu", -2.0, False)
+    assert ppo.norm_obs and ppo.norm_reward and ppo.norm_adv and ppo.discretize == 0 and not ppo.anneal_lr
+    assert _differing("mujoco-humanoid-ppo", "mujoco-humanoid-sppo") == {"algo", "alpha", "beta", "discretize"}
+    sppo = build_config("mujoco-humanoid-sppo")
+    assert (sppo.discretize, sppo.alpha, sppo.beta, sppo.Z) == (11, 0.5, 20.0, -1.0)
+    # the other MuJoCo presets keep SB3's orthogonal initialization
+    assert build_config("mujoco-dsppo").net.ortho_init

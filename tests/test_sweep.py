@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import os
 import shutil
@@ -223,14 +224,18 @@ def test_backend_ray_runs_the_sweep(tmp_path):
 
 
 SHIPPED = sorted(p for p in (ROOT / "sweeps").glob("*.yaml") if not p.stem.startswith("rlhf"))
-# runs in all, total_steps of the envs named, total_steps of the others
+# the released budgets: PPO/SPPO longer on two envs (Symmetric_RL hyperparams/ppo.yml:42-54,
+# sppo.yml:39-45), A2C/SA2C 2M everywhere (a2c.yml, ra2c.yml)
+MUJOCO_STEPS = {("ppo", "Walker2d-v4"): 5_000_000, ("ppo", "HumanoidStandup-v4"): 10_000_000}
+RELEASED_SEEDS = {"atari": list(range(10000, 10005)), "mujoco": list(range(10000, 10030))}
+# runs in all; total_steps by (algorithm family, env) where it is not the default; the default; the seeds
 SHIPPED_FACTS = {
-    "lite": (36, {}, 81_920),
-    "atari": (300, {}, 5_000_000),
-    "atari-noise": (300, {}, 5_000_000),
-    "mujoco": (1260, {"Walker2d-v4": 5_000_000, "HumanoidStandup-v4": 10_000_000}, 2_000_000),
-    "mujoco-noise": (1260, {"Walker2d-v4": 5_000_000, "HumanoidStandup-v4": 10_000_000}, 2_000_000),
-    "box2d": (720, {}, 2_000_000),
+    "lite": (36, {}, 81_920, [0, 1, 2]),
+    "atari": (360, {}, 5_000_000, RELEASED_SEEDS["atari"]),
+    "atari-noise": (360, {}, 5_000_000, RELEASED_SEEDS["atari"]),
+    "mujoco": (1260, MUJOCO_STEPS, 2_000_000, RELEASED_SEEDS["mujoco"]),
+    "mujoco-noise": (1260, MUJOCO_STEPS, 2_000_000, RELEASED_SEEDS["mujoco"]),
+    "box2d": (720, {}, 2_000_000, RELEASED_SEEDS["mujoco"]),
 }
 
 
@@ -264,8 +269,25 @@ def test_shipped_specs_expand(path):
         pytest.skip(f"presets not written yet: {', '.join(sorted(missing))}")
     seeds = spec["grid"]["seed"]
     runs = expand({**spec, "grid": {**spec["grid"], "seed": seeds[:1]}}, str(path))
-    count, steps, default_steps = SHIPPED_FACTS[path.stem]
+    count, steps, default_steps, released_seeds = SHIPPED_FACTS[path.stem]
+    assert seeds == released_seeds
     assert len(runs) * len(seeds) == count
     assert all(run.cfg.out == "runs" for run in runs)
-    assert {run.cfg.env: run.cfg.total_steps for run in runs} == {
-        run.cfg.env: steps.get(run.cfg.env, default_steps) for run in runs}
+    assert {(run.preset, run.cfg.env): run.cfg.total_steps for run in runs} == {
+        (run.preset, run.cfg.env): steps.get((run.cfg.family, run.cfg.env), default_steps) for run in runs}
+
+
+@pytest.mark.parametrize("name", ["mujoco", "mujoco-noise"])
+def test_mujoco_specs_run_every_preset_on_every_env_with_swimmers_a2c_gamma(name):
+    """Swimmer-v4 gamma 0.9999 for A2C/SA2C only (Symmetric_RL hyperparams/a2c.yml:41-43,
+    ra2c.yml:61-63; ppo.yml and sppo.yml set none)."""
+    spec = load_spec(ROOT / "sweeps" / f"{name}.yaml")
+    runs = expand({**spec, "grid": {**spec["grid"], "seed": [10000]}}, name)
+    envs = {"Ant-v4", "HalfCheetah-v4", "Hopper-v4", "Swimmer-v4", "InvertedDoublePendulum-v4", "Walker2d-v4",
+            "HumanoidStandup-v4"}
+    presets = {"mujoco-ppo", "mujoco-dppo", "mujoco-dsppo", "mujoco-scaled_ppo", "mujoco-a2c", "mujoco-sa2c"}
+    assert sorted((run.preset, run.cfg.env) for run in runs) == sorted(itertools.product(presets, envs))
+    gammas = {(run.preset, run.cfg.env): run.cfg.gamma for run in runs}
+    assert {key for key, gamma in gammas.items() if gamma != 0.99} == {("mujoco-a2c", "Swimmer-v4"),
+                                                                         ("mujoco-sa2c", "Swimmer-v4")}
+    assert gammas["mujoco-a2c", "Swimmer-v4"] == gammas["mujoco-sa2c", "Swimmer-v4"] == 0.9999

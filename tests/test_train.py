@@ -16,6 +16,8 @@ import torch
 
 from symrl.algos.onpolicy import OnPolicyTrainer, train
 from symrl.config import ConfigError, build_config
+from symrl.flat import FlatAdam
+from symrl.optim import FlatRMSpropTF
 from symrl.run import CHECKPOINT, read_jsonl, run_dir
 
 SMALL = dict(env="CartPole-v1", n_envs=2, n_steps=64, total_steps=768, eval_every=256,
@@ -40,8 +42,9 @@ def _without_timing(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "sps"} for r in rows]
 
 
-@pytest.mark.parametrize("algo", ["ppo", "sppo", "a2c", "sa2c"])
-def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, algo):
+@pytest.mark.parametrize("case", ["ppo", "sppo", "a2c", "sa2c", "a2c-rmsprop_tf", "sppo-adv_flip"])
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, case):
+    algo = case.partition("-")[0]
     extra = {
         # schedules and early stopping resume mid-way
         "ppo": {"anneal_lr": True, "anneal_clip": True, "target_kl": 0.02},
@@ -49,7 +52,12 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, algo):
         "sppo": {"norm_obs": True, "norm_reward": True, "noise": "gaussian", "noise_scale": 0.5},
         "a2c": {"n_steps": 8, "total_steps": 160, "checkpoint_every": 48, "eval_every": 64},
         "sa2c": {"n_steps": 8, "total_steps": 160, "checkpoint_every": 48, "eval_every": 64, "noise": "adv_flip"},
-    }[algo]
+        # the TF-style RMSprop's second moment resumes too
+        "a2c-rmsprop_tf": {"n_steps": 8, "total_steps": 160, "checkpoint_every": 48, "eval_every": 64,
+                           "optimizer": "rmsprop_tf"},
+        # a flip mask per minibatch and epoch, drawn from the saved noise generator
+        "sppo-adv_flip": {"noise": "adv_flip", "noise_scale": 0.2},
+    }[case]
     whole = _cfg(tmp_path, algo=algo, experiment="whole", **extra)
     train(whole)
     parts = _cfg(tmp_path, algo=algo, experiment="parts", **extra)
@@ -101,12 +109,15 @@ def test_noise_changes_only_the_training_data(tmp_path, noise):
     for name in ("obs", "actions", "rewards", "terminated", "truncated"):
         np.testing.assert_array_equal(getattr(clean.buffer, name), getattr(noisy.buffer, name), err_msg=name)
     assert clean.finished_returns == noisy.finished_returns
-    # ... the advantages the update sees are not ...
+    # ... the advantages the update sees are not (adv_flip acts inside the update, per minibatch) ...
     clean_adv, clean_ret = clean.advantages(clean.buffer.tensors(clean.device))
     noisy_adv, noisy_ret = noisy.advantages(noisy.buffer.tensors(noisy.device))
-    assert not torch.equal(clean_adv, noisy_adv)
+    assert torch.equal(clean_adv, noisy_adv) == (noise == "adv_flip")
     # adv_flip leaves the value targets clean; reward noise reaches them through GAE
     assert torch.equal(clean_ret, noisy_ret) == (noise == "adv_flip")
+    clean.learn()
+    noisy.learn()
+    assert not torch.equal(clean.flat.param, noisy.flat.param)
     # ... and evaluation is clean: identical returns for identical models
     noisy.model.load_state_dict(clean.model.state_dict())
     assert clean.evaluate()["mean_return"] == noisy.evaluate()["mean_return"]
@@ -188,6 +199,17 @@ def test_gaussian_policy_refuses_the_reverse_term(tmp_path):
         OnPolicyTrainer(_cfg(tmp_path, algo="sppo", env="Pendulum-v1"))
 
 
+@pytest.mark.parametrize("optimizer,kind", [("adam", FlatAdam), ("rmsprop", torch.optim.RMSprop),
+                                            ("rmsprop_tf", FlatRMSpropTF)])
+def test_network_init_and_optimizer_come_from_the_config(tmp_path, optimizer, kind):
+    """net.ortho_init=false keeps torch's init (non-zero biases), and the optimizer is the one named."""
+    for ortho in (True, False):
+        trainer = OnPolicyTrainer(_cfg(tmp_path, optimizer=optimizer, **{"net.ortho_init": ortho}))
+        assert (torch.count_nonzero(trainer.model.actor[0].bias) == 0) == ortho
+        assert type(trainer.optimizer) is kind and trainer.optimizer.param_groups[0]["params"][0] is trainer.flat.param
+        trainer.close()
+
+
 def test_ppo_return_rises_on_cartpole(tmp_path):
     cfg = build_config("classic-ppo", {"total_steps": 16384, "eval_every": 2048, "eval_episodes": 5,
                                        "out": str(tmp_path)})
@@ -214,3 +236,81 @@ def test_evaluation_reads_but_never_updates_the_normalizer(tmp_path):
     assert before["count"] == after["count"] > 1
     np.testing.assert_array_equal(before["mean"], after["mean"])
     trainer.close()
+
+
+# ---------------------------------------------------------------- checkpoints never cut episodes
+
+ATARI = dict(env="ALE/Breakout-v5", n_envs=2, n_steps=32, batch_size=32, n_epochs=1, total_steps=384,
+             eval_every=0, eval_episodes=1, **{"atari.max_episode_frames": 2000})
+
+
+def _atari_cfg(tmp_path: Path, **overrides):
+    return build_config("atari-ppo", {**ATARI, "out": str(tmp_path), **overrides})
+
+
+def _episodes(cfg) -> list[tuple]:
+    """What each update saw of finished training episodes: their count and mean raw return."""
+    return [(r["train_episodes"], r["train_return_mean"]) for r in read_jsonl(run_dir(cfg) / "metrics.jsonl")]
+
+
+def test_atari_checkpoints_never_cut_training_episodes(tmp_path):
+    # episodes of up to 500 agent steps (2000 frames) against a checkpoint every 64 steps
+    often = _atari_cfg(tmp_path, experiment="often", checkpoint_every=64)
+    never = _atari_cfg(tmp_path, experiment="never", checkpoint_every=10**9)
+    assert train(often)["env_checkpoint"] == "state"
+    train(never)
+    assert _episodes(often) == _episodes(never) and sum(n for n, _ in _episodes(never)) >= 1
+    _assert_same_params(_params(often), _params(never))
+
+
+def test_atari_killed_and_resumed_equals_uninterrupted(tmp_path):
+    # asynchronous envs: their states cross process boundaries
+    whole = _atari_cfg(tmp_path, experiment="whole", checkpoint_every=64, vec_env="async")
+    parts = _atari_cfg(tmp_path, experiment="parts", checkpoint_every=64, vec_env="async")
+    train(whole)
+    assert train(parts, stop_after_updates=3)["finished"] is False
+    state = torch.load(run_dir(parts) / CHECKPOINT, weights_only=False)
+    assert state["env_state"]["envs"][0]["kind"] == "ale"
+    train(parts)
+    _assert_same_params(_params(whole), _params(parts))
+    assert _without_timing(read_jsonl(run_dir(whole) / "metrics.jsonl")) == \
+        _without_timing(read_jsonl(run_dir(parts) / "metrics.jsonl"))
+
+
+def test_mujoco_killed_and_resumed_equals_uninterrupted_mid_episode(tmp_path):
+    extra = dict(env="HalfCheetah-v4", n_envs=1, n_steps=64, batch_size=64, n_epochs=1, total_steps=512,
+                 checkpoint_every=128, eval_every=0, norm_obs=True, norm_reward=True)
+    whole = _cfg(tmp_path, experiment="whole", **extra)
+    parts = _cfg(tmp_path, experiment="parts", **extra)
+    assert train(whole)["env_checkpoint"] == "state"
+    train(parts, stop_after_updates=3)  # HalfCheetah's episodes last 1000 steps: all of it is mid-episode
+    train(parts)
+    _assert_same_params(_params(whole), _params(parts))
+    assert _without_timing(read_jsonl(run_dir(whole) / "metrics.jsonl")) == \
+        _without_timing(read_jsonl(run_dir(parts) / "metrics.jsonl"))
+
+
+def test_box2d_keeps_the_sync_point_and_says_so(tmp_path, capsys):
+    cfg = _cfg(tmp_path, env="LunarLander-v3", n_envs=1, n_steps=32, batch_size=32, n_epochs=1, total_steps=64,
+               checkpoint_every=32, eval_every=0)
+    assert train(cfg)["env_checkpoint"] == "sync"
+    assert "cannot save their state" in capsys.readouterr().err
+    assert torch.load(run_dir(cfg) / CHECKPOINT, weights_only=False)["env_state"] is None
+
+
+@pytest.mark.parametrize("after_rollout", [False, True])
+def test_annealing_clock_is_cleanrls_or_sb3s(tmp_path, after_rollout):
+    cfg = _cfg(tmp_path, anneal_lr=True, anneal_clip=True, total_steps=1000, anneal_after_rollout=after_rollout)
+    trainer = OnPolicyTrainer(cfg)
+    trainer.reset_envs()
+    rollout = cfg.n_envs * cfg.n_steps  # 128: 8 updates, the last one past total_steps
+    seen = []
+    for _ in range(trainer.num_updates):
+        trainer.collect()
+        stats = trainer.learn()
+        seen.append((float(stats["lr"]), float(stats["clip_range"])))
+    trainer.close()
+    for k, (lr, clip) in enumerate(seen):
+        # SB3: progress after the rollout, 1 - steps/total (clamped at 0); CleanRL: 1 - update/updates
+        remaining = max(0.0, 1 - (k + 1) * rollout / 1000) if after_rollout else 1 - k / 8
+        assert lr == pytest.approx(cfg.lr * remaining) and clip == pytest.approx(cfg.clip_range * remaining)

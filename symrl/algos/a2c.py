@@ -7,15 +7,12 @@ from torch import Tensor, nn
 
 from symrl.flat import FlatParameters
 from symrl.algos.update import UpdateSettings, gradient_step, summarize
+from symrl.optim import Optimizer
 
 
-def make_optimizer(params: FlatParameters, lr: float) -> torch.optim.Optimizer:
-    """RMSprop as in the paper and SB3's A2C (alpha 0.99, eps 1e-5); one step per rollout, so
-    torch's own implementation costs nothing that matters."""
-    return torch.optim.RMSprop([params.param], lr=lr, alpha=0.99, eps=1e-5)
-
-
-def a2c_update(model: nn.Module, params: FlatParameters, optimizer: torch.optim.Optimizer,
+def a2c_update(model: nn.Module, params: FlatParameters, optimizer: Optimizer,
                batch: dict[str, Tensor],
-               s: UpdateSettings, gen: torch.Generator) -> dict[str, Tensor]:
-    return summarize([gradient_step(model, params, optimizer, batch, s)], s.clip_range)
+               s: UpdateSettings, gen: torch.Generator, noise_gen: torch.Generator) -> dict[str, Tensor]:
+    """``gen`` (minibatch order) is unused: the one step takes the whole rollout; ``noise_gen``
+    draws its adv_flip mask."""
+    return summarize([gradient_step(model, params, optimizer, batch, s, noise_gen)], s.clip_range)

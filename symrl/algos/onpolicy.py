@@ -4,11 +4,13 @@ A2C, SA2C, PPO, SPPO and scaled PPO differ only in the update rule (``ppo_update
 ``a2c_update``) and in the loss weights (``loss_weights``).
 
 Exact resume: all randomness comes from three seeded ``torch.Generator``s (actions, noise,
-minibatches) saved with the checkpoint. Environment state cannot be saved in general (MuJoCo and
-Box2D envs do not pickle their state), so every checkpoint is also a synchronisation point: right
-after it is written, all training envs are reset with seeds derived from (seed, checkpoint index),
-in an uninterrupted run exactly as in a resumed one. Episodes in flight at that moment end as
-truncated (their value is bootstrapped), once every ``checkpoint_every`` steps.
+minibatches) saved with the checkpoint, and the training envs' own state goes with it where it can
+be read (Atari on the Gymnasium backend, MuJoCo, classic control: ``symrl.envs.snapshot``), so
+episodes run on across checkpoints. Where it cannot (Box2D, envpool, unknown custom envs) every
+checkpoint is also a synchronisation point: right after it is written, all training envs are reset
+with seeds derived from (seed, checkpoint index), in an uninterrupted run exactly as in a resumed
+one, and episodes in flight end as truncated (their value is bootstrapped). The run says at its
+start which of the two it uses, and its summary records it (``env_checkpoint``).
 """
 
 from __future__ import annotations
@@ -29,19 +31,27 @@ from symrl.algos.update import UpdateSettings
 from symrl.buffer import RolloutBuffer, flatten
 from symrl.config import ConfigError, TrainConfig, config_from_dict
 from symrl.distributions import head_spec
-from symrl.envs import (AtariSettings, ObsNormalizer, RewardNormalizer, is_image, make_env, make_vec_env,
-                        observation_shape)
-from symrl.envs.atari import semantics_note, training_signal
+from symrl.envs import (ObsNormalizer, RewardNormalizer, is_image, make_env, make_vec_env,
+                        observation_shape, saves_env_state)
+from symrl.envs.atari import atari_settings, semantics_note, training_signal
 from symrl.envs.registry import is_atari
 from symrl.evaluate import evaluate, return_stats
 from symrl.flat import FlatParameters
 from symrl.device import resolve_device
 from symrl.losses import effective_pg_multiplier, loss_weights
 from symrl.nets import build_model
-from symrl.noise import noisy_advantages, noisy_rewards
+from symrl.noise import noisy_rewards
+from symrl.optim import make_optimizer
 from symrl.run import RunDirectory, load_checkpoint, read_config_and_checkpoint, read_summary, save_checkpoint
 
-UPDATE_RULES = {"ppo": (ppo.make_optimizer, ppo.ppo_update), "a2c": (a2c.make_optimizer, a2c.a2c_update)}
+UPDATE_RULES = {"ppo": ppo.ppo_update, "a2c": a2c.a2c_update}
+
+
+ENV_CHECKPOINT_NOTE = {
+    "state": "checkpoints save the training envs' state: episodes run on across checkpoints",
+    "sync": "these training envs cannot save their state: every checkpoint resets them (a sync point that "
+            "ends the episodes in flight, in a resumed run exactly as in an uninterrupted one)",
+}
 
 
 def _seeds(seed: int, stream: int, index: int, n: int) -> list[int]:
@@ -59,12 +69,11 @@ class OnPolicyTrainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
-        a = cfg.atari
-        self.atari = (AtariSettings(a.noop_max, a.frame_skip, a.frame_stack, a.screen_size, a.max_episode_frames)
-                      if is_atari(cfg.env.rpartition(":")[2]) else None)
+        self.atari = atari_settings(cfg.atari) if is_atari(cfg.env.rpartition(":")[2]) else None
         if self.atari is not None:
-            print(f"symrl: {semantics_note(cfg.env)}", file=sys.stderr)
+            print(f"symrl: {semantics_note(cfg.env, self.atari)}", file=sys.stderr)
         self.envs = make_vec_env(cfg.env, cfg.n_envs, cfg.vec_env, cfg.env_backend, self.atari)
+        self.env_checkpoint = "state" if saves_env_state(self.envs) else "sync"
         self.spec = head_spec(self.envs.single_action_space, cfg.discretize)
         obs_shape = observation_shape(self.envs.single_observation_space)
         problem = None
@@ -80,10 +89,10 @@ class OnPolicyTrainer:
         with torch.random.fork_rng(devices=[]):  # seed the initialization without touching the caller's RNG
             torch.manual_seed(_seeds(cfg.seed, 1, 0, 1)[0])
             self.model = build_model(obs_shape, self.spec, cfg.net.hidden, cfg.net.activation,
-                                     cfg.net.log_std_init).to(self.device)
-        make_optimizer, self.update_rule = UPDATE_RULES[cfg.family]
+                                     cfg.net.log_std_init, cfg.net.ortho_init).to(self.device)
+        self.update_rule = UPDATE_RULES[cfg.family]
         self.flat = FlatParameters(self.model)
-        self.optimizer = make_optimizer(self.flat, cfg.lr)
+        self.optimizer = make_optimizer(cfg.optimizer, self.flat, cfg.lr)
         self.weights = loss_weights(cfg)
         self.obs_norm = ObsNormalizer(obs_shape, cfg.norm_obs)
         self.rew_norm = RewardNormalizer(cfg.n_envs, cfg.gamma, cfg.norm_reward)
@@ -108,8 +117,9 @@ class OnPolicyTrainer:
         self.last_values = np.zeros(cfg.n_envs, np.float32)
         self.finished_returns: list[float] = []
 
-    # ------------------------------------------------------------------ environment sync points
+    # ------------------------------------------------------------------ environment state
     def reset_envs(self) -> None:
+        """Start new episodes in every training env, seeded by the reset's index (a sync point)."""
         raw, info = self.envs.reset(seed=_seeds(self.cfg.seed, 0, self.n_resets, self.cfg.n_envs))
         if self.atari is not None:
             self.lives = np.asarray(info["lives"]).copy()
@@ -159,7 +169,8 @@ class OnPolicyTrainer:
 
     # ------------------------------------------------------------------ advantages and update
     def advantages(self, rollout: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training noise, then GAE (bootstrapping truncated steps), then advantage noise."""
+        """Reward noise, then GAE (bootstrapping truncated steps); adv_flip acts later, on every
+        minibatch of the update (``UpdateSettings.adv_flip``)."""
         cfg = self.cfg
         last_values = torch.from_numpy(self.last_values).to(self.device)
         rewards = noisy_rewards(rollout["rewards"], cfg.noise, cfg.noise_scale, self.noise_gen)
@@ -168,7 +179,7 @@ class OnPolicyTrainer:
         episode_end = torch.maximum(rollout["terminated"], rollout["truncated"])
         advantages, returns = adv_ops.gae(rewards, rollout["values"], next_values, rollout["terminated"],
                                           episode_end, cfg.gamma, cfg.gae_lambda)
-        return noisy_advantages(advantages, cfg.noise, cfg.noise_scale, self.noise_gen), returns
+        return advantages, returns
 
     def old_log_probs(self, rollout: dict[str, torch.Tensor]) -> torch.Tensor:
         """log π_old(a|s) of the whole rollout in one batched call, from the stored actor outputs."""
@@ -177,23 +188,32 @@ class OnPolicyTrainer:
             dist = self.spec.distribution(rollout["actor_out"].reshape(n, -1), self.model.log_std)
             return dist.log_prob(rollout["actions"].reshape((n,) + rollout["actions"].shape[2:]))
 
+    def progress_remaining(self) -> float:
+        """The clock of the annealed lr and clip range, from 1 down: CleanRL's 1 − update/updates
+        before this update, or with ``anneal_after_rollout`` SB3's 1 − steps/total_steps read after
+        the rollout (one rollout lower; clamped at 0 where SB3 would end slightly below it)."""
+        if self.cfg.anneal_after_rollout:
+            return max(0.0, 1.0 - self.step / self.cfg.total_steps)
+        return 1.0 - self.update / self.num_updates
+
     def settings(self) -> UpdateSettings:
         cfg = self.cfg
-        remaining = 1.0 - self.update / self.num_updates
-        clip = cfg.clip_range * remaining if cfg.anneal_clip else cfg.clip_range
+        clip = cfg.clip_range * self.progress_remaining() if cfg.anneal_clip else cfg.clip_range
         return UpdateSettings(cfg.family, self.weights, clip, cfg.clip_range_vf, cfg.norm_adv,
-                              cfg.max_grad_norm, cfg.n_epochs, cfg.batch_size, cfg.target_kl)
+                              cfg.max_grad_norm, cfg.n_epochs, cfg.batch_size, cfg.target_kl,
+                              adv_flip=cfg.noise_scale if cfg.noise == "adv_flip" else 0.0)
 
     def learn(self) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         if cfg.anneal_lr:
             for group in self.optimizer.param_groups:
-                group["lr"] = cfg.lr * (1.0 - self.update / self.num_updates)
+                group["lr"] = cfg.lr * self.progress_remaining()
         rollout = self.buffer.tensors(self.device)
         advantages, returns = self.advantages(rollout)
         settings = self.settings()
         batch = flatten(rollout, self.old_log_probs(rollout), advantages, returns)
-        stats = self.update_rule(self.model, self.flat, self.optimizer, batch, settings, self.minibatch_gen)
+        stats = self.update_rule(self.model, self.flat, self.optimizer, batch, settings, self.minibatch_gen,
+                                 self.noise_gen)
         stats["explained_variance"] = _explained_variance(batch["values"], batch["returns"])
         stats["lr"] = torch.tensor(self.optimizer.param_groups[0]["lr"])
         stats["clip_range"] = torch.tensor(settings.clip_range)
@@ -218,8 +238,23 @@ class OnPolicyTrainer:
         return row
 
     # ------------------------------------------------------------------ checkpoints
+    def env_state_dict(self) -> dict[str, Any]:
+        """The training envs mid-episode and the trainer's per-env bookkeeping (``state`` mode)."""
+        return {"envs": list(self.envs.get_attr("env_state")), "obs": self.obs.copy(),
+                "ep_return": self.ep_return.copy(), "lives": self.lives.copy(),
+                "reward_returns": self.rew_norm.returns.copy()}
+
+    def load_env_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the saved episodes: the envs are built (and reset, which some need before a
+        step) as in any run, then put into the saved state."""
+        self.envs.reset(seed=_seeds(self.cfg.seed, 0, 0, self.cfg.n_envs))
+        self.envs.set_attr("env_state", state["envs"])
+        self.obs, self.ep_return, self.lives = state["obs"].copy(), state["ep_return"].copy(), state["lives"].copy()
+        self.rew_norm.returns = state["reward_returns"].copy()
+
     def state_dict(self) -> dict[str, Any]:
         return {
+            "env_state": self.env_state_dict() if self.env_checkpoint == "state" else None,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "obs_norm": self.obs_norm.state_dict(), "rew_norm": self.rew_norm.state_dict(),
             "action_gen": self.action_gen.get_state(), "noise_gen": self.noise_gen.get_state(),
@@ -292,7 +327,11 @@ def _train_loop(trainer: OnPolicyTrainer, run: RunDirectory, progress: bool | No
         trainer.load_state_dict(state)
     run.truncate_logs(trainer.step)
     run.tensorboard(purge_step=trainer.step + 1 if trainer.step else None)
-    trainer.reset_envs()
+    print(f"symrl: {ENV_CHECKPOINT_NOTE[trainer.env_checkpoint]}", file=sys.stderr)
+    if state is not None and state.get("env_state") is not None and trainer.env_checkpoint == "state":
+        trainer.load_env_state_dict(state["env_state"])
+    else:
+        trainer.reset_envs()
     per_update = cfg.n_envs * cfg.n_steps
     next_eval = _next_multiple(trainer.step, cfg.eval_every)
     next_ckpt = _next_multiple(trainer.step, cfg.checkpoint_every)
@@ -318,7 +357,7 @@ def _train_loop(trainer: OnPolicyTrainer, run: RunDirectory, progress: bool | No
         if trainer.step >= next_ckpt or last:
             save_checkpoint(run.path, trainer.state_dict())
             next_ckpt = _next_multiple(trainer.step, cfg.checkpoint_every)
-            if not last:
+            if not last and trainer.env_checkpoint == "sync":
                 trainer.reset_envs()
         updates_this_process += 1
         if stop_after_updates is not None and updates_this_process >= stop_after_updates and not last:
@@ -329,7 +368,8 @@ def _train_loop(trainer: OnPolicyTrainer, run: RunDirectory, progress: bool | No
         "finished": True, "env": cfg.env, "algo": cfg.algo, "seed": cfg.seed,
         "final_eval_mean": trainer.last_eval["mean_return"], "final_eval_std": trainer.last_eval["std_return"],
         "best_eval_mean": trainer.best_eval, "total_steps": trainer.step,
-        "wall_time_s": round(trainer.elapsed, 2), "sps": round(trainer.step / max(trainer.elapsed, 1e-9), 1),
+        "env_checkpoint": trainer.env_checkpoint, "wall_time_s": round(trainer.elapsed, 2),
+        "sps": round(trainer.step / max(trainer.elapsed, 1e-9), 1),
         "pg_multiplier": effective_pg_multiplier(cfg.algo, cfg.alpha, cfg.beta, cfg.Z, cfg.reverse).formula,
     }
     run.write_summary(summary)

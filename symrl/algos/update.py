@@ -14,6 +14,8 @@ from torch import Tensor, nn
 from symrl import advantages as adv_ops
 from symrl.flat import FlatParameters
 from symrl.losses import LossWeights, symmetric_loss
+from symrl.noise import flip_advantages
+from symrl.optim import Optimizer
 
 
 @dataclass(frozen=True)
@@ -29,19 +31,27 @@ class UpdateSettings:
     n_epochs: int = 1
     batch_size: int | None = None
     target_kl: float | None = None
+    adv_flip: float = 0.0  # noise=adv_flip: the probability of flipping each advantage's sign, per minibatch
 
 
-def gradient_step(model: nn.Module, params: FlatParameters, optimizer,
-                  mb: dict[str, Tensor], s: UpdateSettings) -> dict[str, Tensor]:
-    """Loss on ``mb``, backward, clip the global gradient norm, step.
+def gradient_step(model: nn.Module, params: FlatParameters, optimizer: Optimizer,
+                  mb: dict[str, Tensor], s: UpdateSettings, noise_gen: torch.Generator | None = None
+                  ) -> dict[str, Tensor]:
+    """adv_flip noise on ``mb``'s advantages (with ``s.adv_flip`` > 0, drawn from ``noise_gen``),
+    the loss, backward, clip the global gradient norm, step.
 
     Returns detached loss terms plus the per-sample ``log_ratio`` and the advantages before and
     after normalization, from which ``summarize`` computes approx KL, clip fraction and the
-    sign-change share.
+    sign-change share. "Before" is after adv_flip: the share counts what normalization flips
+    (upstream compares with the sign before adv_flip, so its logged share counts the flips too).
     """
     dist, values = model(mb["obs"])
     log_prob = dist.log_prob(mb["actions"])
     advantages = mb["advantages"]
+    if s.adv_flip > 0:
+        if noise_gen is None:
+            raise ValueError("noise_gen: required with adv_flip > 0 (the seeded generator of the flip masks)")
+        advantages = flip_advantages(advantages, s.adv_flip, noise_gen)
     used = adv_ops.normalize(advantages) if s.norm_adv and advantages.numel() > 1 else advantages
     if s.weights.ent != 0.0:
         entropy = dist.entropy()

@@ -31,6 +31,14 @@ class AtariSettings:
     frame_stack: int = 4
     screen_size: int = 84
     max_frames: int = MAX_FRAMES  # episode cap in emulator frames (108,000 = 30 minutes of play)
+    fire_reset: bool = False  # press FIRE (then action 2) after every reset and life restart, as SB3's FireResetEnv
+    life_reset: bool = False  # a lost life restarts the frame stack after a no-op step, as SB3's EpisodicLifeEnv
+
+
+def atari_settings(cfg) -> AtariSettings:
+    """The settings of a run config's ``atari`` block (``symrl.config.AtariConfig``)."""
+    return AtariSettings(cfg.noop_max, cfg.frame_skip, cfg.frame_stack, cfg.screen_size, cfg.max_episode_frames,
+                         cfg.fire_reset, cfg.life_reset)
 
 
 def game_name(env_id: str) -> str:
@@ -42,12 +50,16 @@ def game_name(env_id: str) -> str:
     return match.group(1) or match.group(2)
 
 
-def semantics_note(env_id: str) -> str:
-    """What the presets do to the id the user gave, in one line (printed at the start of a run)."""
+def semantics_note(env_id: str, s: AtariSettings) -> str:
+    """What the run does to the id the user gave, in one line (printed at the start of a run)."""
+    rules = "".join(["; FIRE after resets and lost lives" if s.fire_reset else "",
+                     "; a lost life restarts the frame stack" if s.life_reset else ""])
     if env_id.rpartition(":")[2].startswith("ALE/"):
         return (f"{env_id}: using the paper's v4 semantics (ALE frameskip=1 and repeat_action_probability=0; "
-                "frame skip 4 with max-pool, 84×84 gray, 4-frame stack in the wrapper)")
-    return f"{env_id}: v4 semantics (no sticky actions; frame skip 4 with max-pool, 84×84 gray, 4-frame stack)"
+                f"frame skip {s.frame_skip} with max-pool, {s.screen_size}×{s.screen_size} gray, "
+                f"{s.frame_stack}-frame stack in the wrapper{rules})")
+    return (f"{env_id}: v4 semantics (no sticky actions; frame skip {s.frame_skip} with max-pool, "
+            f"{s.screen_size}×{s.screen_size} gray, {s.frame_stack}-frame stack{rules})")
 
 
 def make_atari_env(env_id: str, s: AtariSettings) -> gym.Env:
@@ -59,7 +71,72 @@ def make_atari_env(env_id: str, s: AtariSettings) -> gym.Env:
     env = gym.wrappers.AtariPreprocessing(env, noop_max=s.noop_max, frame_skip=s.frame_skip,
                                           screen_size=s.screen_size, terminal_on_life_loss=False,
                                           grayscale_obs=True, scale_obs=False)
-    return gym.wrappers.FrameStackObservation(env, s.frame_stack)
+    return AtariFrameStack(env, s.frame_stack, s.fire_reset, s.life_reset)
+
+
+class AtariFrameStack(gym.Wrapper):
+    """The frame stack, zero-filled at every (re)start as SB3's ``VecFrameStack``, and SB3's
+    ``AtariWrapper`` rules for starting play, in training and evaluation alike:
+
+    * ``fire_reset``: after a reset, FIRE then action 2 (games whose action 1 is FIRE; others are
+      left alone, as SB3's ``FireResetEnv``). Many games wait for FIRE to launch a ball or a life.
+    * ``life_reset``: when a life is lost (and the game goes on), a no-op step, FIRE and action 2
+      with ``fire_reset``, and the stack restarts from that frame; the returned observation is the
+      restarted one, as after SB3's episodic-life reset. Rewards of these steps count (SB3's
+      training reward drops them, its Monitor counts them; they are almost always 0).
+
+    The episode itself never ends at a lost life: the trainer turns lost lives into training-only
+    terminations (``training_signal``), so reported scores stay full-game scores.
+    """
+
+    def __init__(self, env: gym.Env, stack: int, fire_reset: bool, life_reset: bool):
+        super().__init__(env)
+        meanings = env.unwrapped.get_action_meanings()
+        self.fire = fire_reset and len(meanings) >= 3 and meanings[1] == "FIRE"
+        self.life_reset = life_reset
+        space = env.observation_space
+        self.frames = np.zeros((stack,) + space.shape, space.dtype)
+        self.observation_space = gym.spaces.Box(0, 255, self.frames.shape, space.dtype)
+        self.lives = 0
+
+    def _push(self, frame: np.ndarray, restart: bool) -> np.ndarray:
+        if restart:
+            self.frames[:] = 0
+        self.frames[:-1] = self.frames[1:]
+        self.frames[-1] = frame
+        return self.frames.copy()
+
+    def _play(self, actions: list[int]) -> tuple[np.ndarray | None, float, bool, bool, dict]:
+        """Step ``actions`` in order, stopping early if the episode ends."""
+        frame, total, terminated, truncated, info = None, 0.0, False, False, {}
+        for action in actions:
+            frame, reward, terminated, truncated, info = self.env.step(action)
+            total += float(reward)
+            if terminated or truncated:
+                break
+        return frame, total, terminated, truncated, info
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        frame, info = self.env.reset(seed=seed, options=options)
+        if self.fire:
+            fired, _, terminated, truncated, step_info = self._play([1, 2])
+            if terminated or truncated:
+                fired, info = self.env.reset()
+            else:
+                info = {**info, **step_info}
+            frame = fired
+        self.lives = self.env.unwrapped.ale.lives()
+        return self._push(frame, restart=True), info
+
+    def step(self, action):
+        frame, reward, terminated, truncated, info = self.env.step(action)
+        lives = self.env.unwrapped.ale.lives()
+        restart = self.life_reset and not (terminated or truncated) and lives < self.lives
+        if restart:
+            frame, extra, terminated, truncated, info = self._play([0, 1, 2] if self.fire else [0])
+            reward = float(reward) + extra
+        self.lives = self.env.unwrapped.ale.lives()
+        return self._push(frame, restart), reward, terminated, truncated, info
 
 
 class EnvpoolAtari:

@@ -7,6 +7,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 
 from symrl.envs.atari import AtariSettings, EnvpoolAtari, make_atari_env
 from symrl.envs.registry import ensure_registered, is_atari
+from symrl.envs.snapshot import SaveableState, can_save_state
 
 
 def make_env(env_id: str, atari: AtariSettings | None = None) -> gym.Env:
@@ -25,10 +26,11 @@ def make_vec_env(env_id: str, n_envs: int, vec_env: str = "sync", backend: str =
                  atari: AtariSettings | None = None) -> VectorEnv | EnvpoolAtari:
     """``n_envs`` copies stepped together. Same-step autoreset: when an episode ends, the returned
     observation is already the next episode's, and ``info['final_obs']`` holds the last one (needed
-    to bootstrap on truncation). ``copy=False``: the trainer copies observations into its buffer."""
+    to bootstrap on truncation). ``copy=False``: the trainer copies observations into its buffer.
+    Each env exposes its state for checkpoints (``saves_env_state``)."""
     if backend == "envpool":
         return EnvpoolAtari(env_id, n_envs, atari or AtariSettings())
-    fns = [lambda: make_env(env_id, atari) for _ in range(n_envs)]
+    fns = [lambda: SaveableState(make_env(env_id, atari)) for _ in range(n_envs)]
     cls = AsyncVectorEnv if vec_env == "async" else SyncVectorEnv
     return cls(fns, autoreset_mode=AutoresetMode.SAME_STEP, copy=False)
 
@@ -40,3 +42,8 @@ def observation_shape(space: gym.Space) -> tuple[int, ...]:
 def is_image(shape: tuple[int, ...]) -> bool:
     """(stack, height, width) observations go to the CNN; vectors to the MLP."""
     return len(shape) == 3
+
+
+def saves_env_state(envs: VectorEnv | EnvpoolAtari) -> bool:
+    """Whether checkpoints can hold these training envs' state (``symrl.envs.snapshot``)."""
+    return not isinstance(envs, EnvpoolAtari) and all(envs.get_attr("saves_state"))

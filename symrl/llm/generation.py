@@ -68,15 +68,17 @@ def right_pad(sequences: list[list[int]], pad_id: int, device: torch.device) -> 
 
 @torch.no_grad()
 def sample(generate: Callable[..., Tensor], tokenizer, prompts: list[str], gen: GenerationConfig,
-           device: torch.device) -> Batch:
-    """Sample one completion per prompt with the paper's settings (top-k, min/max new tokens).
+           device: torch.device, greedy: bool = False) -> Batch:
+    """One completion per prompt: sampled with the paper's settings (top-k, top-p, temperature,
+    min/max new tokens), or the greedy one (``greedy``: TRIL's TL;DR evaluation, ``tldr.yaml:20-22``).
     ``generate`` takes ``transformers``' ``generate`` arguments (the trainer routes it through the
     wrapped model's forward, see ``ActorCritic.forward``)."""
     query, query_mask = encode_prompts(tokenizer, prompts, gen.prompt_tokens, device)
-    out = generate(input_ids=query, attention_mask=query_mask, do_sample=True, top_k=gen.top_k,
-                      top_p=gen.top_p, temperature=gen.temperature, max_new_tokens=gen.max_new_tokens,
-                      min_new_tokens=gen.min_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                      eos_token_id=tokenizer.eos_token_id)
+    decoding = {"do_sample": False} if greedy else {
+        "do_sample": True, "top_k": gen.top_k, "top_p": gen.top_p, "temperature": gen.temperature}
+    out = generate(input_ids=query, attention_mask=query_mask, max_new_tokens=gen.max_new_tokens,
+                   min_new_tokens=gen.min_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                   eos_token_id=tokenizer.eos_token_id, **decoding)
     completion, mask = mask_after_eos(out[:, query.shape[1]:], tokenizer.eos_token_id, tokenizer.pad_token_id)
     return Batch(query, query_mask, completion, mask)
 

@@ -2,13 +2,19 @@
 
 Everything loads through ``from_pretrained`` (hub ids and ``symrl lm prepare`` folders alike).
 Dropout is switched off for RL: with it on, the old and new log-probabilities of a token differ by
-noise, and a prototype's reward collapsed into degenerate text. The one exception is LoRA's own
-dropout, which the user sets explicitly (``policy.lora_dropout``, default 0; the paper's TL;DR 0.1).
+noise, and a prototype's reward collapsed into degenerate text. LoRA's own dropout
+(``policy.lora_dropout``; the paper's TL;DR 0.1) is written into the adapter's config but acts only
+with ``policy.lora_dropout_in_updates``: TRIL puts the model in eval mode before every forward, so
+its 0.1 never acts (``actor.py:168``, ``critic.py:121``).
+
+Under LoRA the model can hold several adapters on one frozen base: the policy's (peft's
+``default``), the critic's (``policy.value_head=adapter``, TRIL's ``value_adapter``) and a reward
+model's (``reward.kind=adapter``). Each forward runs with one of them (:func:`adapter_scope`).
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -19,6 +25,12 @@ from symrl.llm.config import PolicyConfig
 from symrl.llm.hub import ensure_pad_token, from_pretrained
 
 VALUE_HEAD_FILE = "value_head.safetensors"
+# Adapter names. The policy keeps peft's default name, so LoRA checkpoints load as before; the other
+# two are TRIL's (critic.py:37, model_rewards.py:146). peft saves a non-default adapter in a
+# subfolder of that name.
+POLICY_ADAPTER = "default"
+VALUE_ADAPTER = "value_adapter"
+REWARD_ADAPTER = "reward_adapter"
 
 
 def load_tokenizer(name: str, field: str = "policy.tokenizer"):
@@ -62,6 +74,47 @@ def window_logits(lm: nn.Module, input_ids: Tensor, attention_mask: Tensor, star
               use_cache=False, logits_to_keep=input_ids.shape[1] - start + 1).logits[:, :-1]
 
 
+def lm_trunk(lm: nn.Module) -> nn.Module:
+    """The transformer under a causal LM's head (its LoRA layers included): hidden states without
+    the vocabulary projection, for the value adapter and the reward adapter."""
+    model = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    return model.base_model
+
+
+@contextmanager
+def keeping_trainable(module: nn.Module):
+    """peft switches ``requires_grad`` of every adapter when one is added, loaded, activated or
+    disabled (the active one on, the others off); this puts back the flags of every parameter that
+    existed before, so the optimizer's (and DDP's) parameters stay trainable whatever ran last."""
+    flags = [(param, param.requires_grad) for param in module.parameters()]
+    try:
+        yield
+    finally:
+        for param, flag in flags:
+            param.requires_grad_(flag)
+
+
+@contextmanager
+def adapter_scope(lm: nn.Module, name: str | None):
+    """Run ``lm`` with the LoRA adapter ``name`` alone (``None``: none of them, the frozen base),
+    then make the adapter that was active before active again. A model without LoRA, or one whose
+    active adapter is already ``name``, is left as it is."""
+    if not hasattr(lm, "peft_config") or (name is not None and lm.active_adapter == name):
+        yield
+        return
+    previous = lm.active_adapter
+    with keeping_trainable(lm):
+        if name is None:
+            with lm.disable_adapter():
+                yield
+            return
+        lm.set_adapter(name)
+        try:
+            yield
+        finally:
+            lm.set_adapter(previous)
+
+
 def _quantization(load_in: str) -> dict:
     """from_pretrained arguments for 8-/4-bit loading, or a clear error where it cannot work."""
     if load_in == "full":
@@ -79,8 +132,11 @@ def _quantization(load_in: str) -> dict:
     placement = {"device_map": {"": torch.cuda.current_device()}}
     if load_in == "8bit":
         return {"quantization_config": BitsAndBytesConfig(load_in_8bit=True), **placement}
+    # double quantization (the blocks' scales quantized too) as TRIL loads GPT-J (actor.py:52-58):
+    # about 0.37 bit less per weight, the same outputs up to the scales' rounding
     return {"quantization_config": BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16), **placement}
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16), **placement}
 
 
 def load_causal_lm(name: str, field: str, load_in: str = "full"):
@@ -95,13 +151,17 @@ def load_causal_lm(name: str, field: str, load_in: str = "full"):
 
 
 class ActorCritic(nn.Module):
-    """The policy LM and a value head, on the policy's last hidden state (``shared``) or on a
-    separate critic trunk (``separate``). One module, so accelerate wraps it once."""
+    """The policy LM and a value head, on the policy's last hidden state (``shared``), on a separate
+    critic trunk (``separate``), or on the policy's frozen base run with a second LoRA adapter
+    (``adapter``: TRIL's TL;DR critic, ``actor_critic.py:65-79``, ``critic.py:63-74``; value
+    gradients never reach the policy's adapter, and no second copy of the base is held). One
+    module, so accelerate wraps it once."""
 
-    def __init__(self, lm: nn.Module, critic: nn.Module | None):
+    def __init__(self, lm: nn.Module, critic: nn.Module | None, value_adapter: bool = False):
         super().__init__()
         self.lm = lm
         self.critic = critic
+        self.value_adapter = value_adapter
         hidden = (critic or lm).config.hidden_size
         self.value_head = nn.Linear(hidden, 1)
         nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1) ** 0.5)
@@ -112,22 +172,29 @@ class ActorCritic(nn.Module):
         """Every use of the trainable weights passes through here, so a wrapper that gathers sharded
         weights around ``forward`` (FSDP) holds them whole for sampling and the LoRA reference too.
 
-        ``policy``: logits and values at the positions that predict tokens ``start ..``;
-        ``reference``: those logits with the LoRA adapters disabled; ``generate``: ``lm.generate``."""
+        ``policy``: logits (policy adapter) and values at the positions that predict tokens
+        ``start ..``; ``reference``: those logits with every LoRA adapter disabled; ``generate``:
+        ``lm.generate`` with the policy adapter."""
         if mode == "generate":
-            return self.lm.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs)
+            with adapter_scope(self.lm, POLICY_ADAPTER):
+                return self.lm.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs)
         if mode == "reference":
-            with self.lm.disable_adapter():
+            with adapter_scope(self.lm, None):
                 return window_logits(self.lm, input_ids, attention_mask, start)
-        shared = self.critic is None
+        shared = self.critic is None and not self.value_adapter
         positions = position_ids(attention_mask)
-        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                      output_hidden_states=shared, use_cache=False, logits_to_keep=input_ids.shape[1] - start + 1)
+        with adapter_scope(self.lm, POLICY_ADAPTER):
+            out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                          output_hidden_states=shared, use_cache=False,
+                          logits_to_keep=input_ids.shape[1] - start + 1)
         if shared:
             hidden = out.hidden_states[-1]
         else:
-            hidden = self.critic(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                                 use_cache=False).last_hidden_state
+            trunk, scope = (lm_trunk(self.lm), adapter_scope(self.lm, VALUE_ADAPTER)) if self.value_adapter \
+                else (self.critic, nullcontext())
+            with scope:
+                hidden = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                               use_cache=False).last_hidden_state
         values = self.value_head(hidden[:, start - 1:-1].to(self.value_head.weight.dtype)).squeeze(-1)
         return out.logits[:, :-1], values.float()
 
@@ -141,10 +208,16 @@ class ActorCritic(nn.Module):
     def uses_lora(self) -> bool:
         return hasattr(self.lm, "disable_adapter")
 
+    @property
+    def trained_adapters(self) -> list[str]:
+        """The LoRA adapters this module trains and saves (not a reward adapter loaded beside them)."""
+        return [POLICY_ADAPTER, VALUE_ADAPTER] if self.value_adapter else [POLICY_ADAPTER]
+
     def save(self, folder: Path, state: dict[str, Tensor]) -> None:
-        """``save_pretrained`` for the LM (adapters only under LoRA) and the critic; the value head
-        as safetensors beside them. ``state`` is this module's full state dict (gathered by accelerate
-        when the weights are sharded)."""
+        """``save_pretrained`` for the LM (under LoRA its trained adapters only: the value adapter in
+        ``policy/value_adapter/``) and the critic; the value head as safetensors beside them.
+        ``state`` is this module's full state dict (gathered by accelerate when the weights are
+        sharded)."""
         from safetensors.torch import save_file
 
         state = dict(state)
@@ -155,7 +228,8 @@ class ActorCritic(nn.Module):
         def part(prefix: str) -> dict[str, Tensor]:
             return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
-        self.lm.save_pretrained(folder / "policy", state_dict=part("lm."))
+        adapters = {"selected_adapters": self.trained_adapters} if self.uses_lora else {}
+        self.lm.save_pretrained(folder / "policy", state_dict=part("lm."), **adapters)
         if self.critic is not None:
             self.critic.save_pretrained(folder / "critic", state_dict=part("critic."))
         save_file({k: v.detach().cpu().contiguous() for k, v in part("value_head.").items()},
@@ -174,26 +248,51 @@ def _aliases(module: nn.Module) -> dict[str, str]:
     return aliases
 
 
+def _lora_config(cfg: PolicyConfig):
+    import peft
+
+    return peft.LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                           target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+
+
+def _lora_lm(cfg: PolicyConfig, checkpoint: Path | None):
+    """The base with the policy's LoRA adapter, and the critic's beside it (``value_head=adapter``,
+    the same LoRA settings, as TRIL's ``critic.py:64``), new or from a checkpoint; both trainable."""
+    import peft
+
+    base = load_causal_lm(cfg.model, "policy.model", cfg.load_in)
+    if cfg.load_in != "full":
+        # no gradient checkpointing, as TRIL (actor.py:70-72): a checkpointed block is recomputed in
+        # the backward pass with whichever adapter is active by then
+        base = peft.prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+    extra = [VALUE_ADAPTER] if cfg.value_head == "adapter" else []
+    if checkpoint is not None:
+        lm = peft.PeftModel.from_pretrained(base, str(checkpoint / "policy"), is_trainable=True)
+        for name in extra:
+            lm.load_adapter(str(checkpoint / "policy" / name), adapter_name=name, is_trainable=True)
+    else:
+        try:
+            lm = peft.get_peft_model(base, _lora_config(cfg))
+        except ValueError as err:
+            raise ConfigError(f"policy.lora_target_modules: got {cfg.lora_target_modules}, and peft says: "
+                              f"{str(err).splitlines()[0]}; allowed: module names of {cfg.model}") from None
+        for name in extra:
+            lm.add_adapter(name, _lora_config(cfg))
+    trained = [f".{name}." for name in [POLICY_ADAPTER, *extra]]
+    for name, param in lm.named_parameters():  # peft leaves an adapter added beside the active one frozen
+        if "lora_" in name and any(part in name for part in trained):
+            param.requires_grad_(True)
+    if not cfg.lora_dropout_in_updates:
+        disable_dropout(lm)  # the adapters' dropout layers: configured, never acting (TRIL's eval mode)
+    return lm
+
+
 def build_actor_critic(cfg: PolicyConfig, checkpoint: Path | None = None) -> ActorCritic:
     """The policy (from ``cfg.model``, or a checkpoint folder written by ``ActorCritic.save``)."""
     from transformers import AutoModel
 
     if cfg.lora_r:
-        import peft
-
-        base = load_causal_lm(cfg.model, "policy.model", cfg.load_in)
-        if cfg.load_in != "full":
-            base = peft.prepare_model_for_kbit_training(base)
-        if checkpoint is not None:
-            lm = peft.PeftModel.from_pretrained(base, str(checkpoint / "policy"), is_trainable=True)
-        else:
-            try:
-                lm = peft.get_peft_model(base, peft.LoraConfig(
-                    r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                    target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM"))
-            except ValueError as err:
-                raise ConfigError(f"policy.lora_target_modules: got {cfg.lora_target_modules}, and peft says: "
-                                  f"{str(err).splitlines()[0]}; allowed: module names of {cfg.model}") from None
+        lm = _lora_lm(cfg, checkpoint)
     else:
         lm = load_causal_lm(str(checkpoint / "policy") if checkpoint else cfg.model, "policy.model", cfg.load_in)
     critic = None
@@ -201,7 +300,7 @@ def build_actor_critic(cfg: PolicyConfig, checkpoint: Path | None = None) -> Act
         source = str(checkpoint / "critic") if checkpoint else (cfg.critic_model or cfg.model)
         critic = from_pretrained(AutoModel, source, field="policy.critic_model", dtype=torch.float32)
         disable_dropout(critic)
-    model = ActorCritic(lm, critic)
+    model = ActorCritic(lm, critic, value_adapter=cfg.value_head == "adapter")
     if checkpoint is not None:
         from safetensors.torch import load_file
 

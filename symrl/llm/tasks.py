@@ -1,8 +1,15 @@
 """Tasks: prompts, reference texts, and the held-out split used for evaluation.
 
-- ``imdb``: a prompt is the first ≤ ``generation.prompt_tokens`` tokens of a review and its
-  reference the review's next ``max_new_tokens`` tokens (the auxiliary NLL's target).
-- ``tldr``: ``prompt`` / ``label`` pairs (the label summary is the reference).
+- ``imdb``, as TRIL builds it (``tasks.py:192-229``): the reviews are shuffled with the run's seed
+  and split 80/20 into training and validation prompts. A prompt is the first half of a review's
+  words (the policy reads its last ≤ ``generation.prompt_tokens`` tokens: prompts are truncated
+  from the left when encoded); the reference is the whole review, so the auxiliary NLL's target
+  (its first ``max_new_tokens`` tokens) overlaps the prompt's source rather than continuing it.
+  Raw text: ``<br />`` stays.
+- ``tldr``, as TRIL builds it (``tasks.py:72-141``): ``prompt`` / ``label`` pairs (the label
+  summary is the reference), each prompt cut to ≤ ``generation.prompt_tokens`` tokens with
+  "TL;DR:" kept at its end (:func:`tldr_prompts`). From the hub: every post of the ``train`` split
+  trains, the first ``eval_prompts`` of the ``valid`` split, in order, evaluate (TRIL: 100).
 - ``custom``: a JSONL with ``prompt`` and optionally ``reference`` per line.
 
 Data comes from ``data`` (a local JSONL(.gz)) or, for users with internet, the task's hub dataset.
@@ -13,16 +20,16 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+import numpy as np
+
 from symrl.config import ConfigError
 from symrl.llm.config import HUB_DATASETS, RLHFConfig
 from symrl.llm.data import read_records, texts
 from symrl.llm.hub import OFFLINE_HINT, hub_reachable
 
-# The split does not depend on the run's seed: every seed evaluates on the same prompts.
+# tldr and custom: the split does not depend on the run's seed, every seed evaluates on the same prompts.
 SPLIT_SEED = 1234
-# Characters per token kept from each review before tokenizing: enough for any BPE (whole reviews
-# would be wasted work, and longer than small models' positions).
-CHARS_PER_TOKEN = 8
+IMDB_TRAIN_FRACTION = 0.8  # TRIL tasks.py:204
 
 
 @dataclass(frozen=True)
@@ -31,7 +38,7 @@ class Example:
     reference: str | None
 
 
-def _hub_records(dataset: str) -> list[dict]:
+def _hub_records(dataset: str, split: str = "train") -> list[dict]:
     try:
         import datasets
     except ImportError:
@@ -40,29 +47,82 @@ def _hub_records(dataset: str) -> list[dict]:
     if not hub_reachable():
         raise ConfigError(f"data: the hub dataset {dataset!r} cannot be reached; give data=PATH to a local JSONL "
                           f"or {OFFLINE_HINT}")
-    return [dict(row) for row in datasets.load_dataset(dataset, split="train")]
+    return [dict(row) for row in datasets.load_dataset(dataset, split=split)]
 
 
-def _imdb(records: list[dict], tokenizer, prompt_tokens: int, reference_tokens: int) -> list[Example]:
-    keep = CHARS_PER_TOKEN * (prompt_tokens + reference_tokens)
-    reviews = [t[:keep].replace("<br />", " ").replace("<br/>", " ") for t in texts(records, "text")]
-    side, tokenizer.truncation_side = tokenizer.truncation_side, "right"  # keep each review's start
-    try:
-        ids = tokenizer(reviews, add_special_tokens=False, truncation=True,
-                        max_length=prompt_tokens + reference_tokens)["input_ids"]
-    finally:
-        tokenizer.truncation_side = side
-    return [Example(tokenizer.decode(row[:prompt_tokens]), tokenizer.decode(row[prompt_tokens:prompt_tokens + reference_tokens]))
-            for row in ids if len(row) > prompt_tokens]
+def imdb_split(n: int, seed: int) -> tuple[list[int], list[int]]:
+    """Training and validation indices of ``n`` reviews. TRIL shuffles the train split with the run's
+    seed (``datasets``' ``shuffle(seed)``, a numpy ``default_rng(seed).permutation``) and keeps the
+    first 80% for training: the same reviews as TRIL's for the hub dataset and the same seed."""
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    cut = int(n * IMDB_TRAIN_FRACTION)
+    return order[:cut], order[cut:]
+
+
+def imdb_prompt(review: str) -> str:
+    """The first half of a review's words, as TRIL cuts it: split on single spaces, the first
+    ``int(0.5·count)`` words (the shorter half for an odd count), joined by single spaces."""
+    words = review.split(" ")
+    return " ".join(words[:int(len(words) * 0.5)])
+
+
+def _imdb(records: list[dict], cfg: RLHFConfig) -> tuple[list[Example], list[Example]]:
+    """TRIL keeps every review; one of under two words would give an empty prompt and is left out."""
+    reviews = texts(records, "text")
+    train, validation = imdb_split(len(reviews), cfg.seed)
+
+    def examples(indices: list[int]) -> list[Example]:
+        return [Example(prompt, reviews[i]) for i in indices if (prompt := imdb_prompt(reviews[i]))]
+
+    train_examples, held_out = examples(train), examples(validation)
+    if len(train_examples) < cfg.rollouts or len(held_out) < max(1, cfg.eval_prompts):
+        raise ConfigError(f"data: {len(reviews)} reviews give {len(train_examples)} training and {len(held_out)} "
+                          f"validation prompts (80/20), fewer than rollouts ({cfg.rollouts}) or eval_prompts "
+                          f"({cfg.eval_prompts}); allowed: a larger dataset or smaller settings")
+    return train_examples, held_out[:cfg.eval_prompts or None]
+
+
+def tldr_prompts(posts: list[str], tokenizer, max_tokens: int) -> list[str]:
+    """TRIL's TL;DR prompts (``tasks.py:88-112``): each post cut before its first "TL;DR:", its
+    first ``max_tokens`` − 5 tokens kept (room for the marker), stripped, "\nTL;DR:" appended, and
+    the result's first ``max_tokens`` tokens kept and stripped. A long post thus loses its end, not
+    its subreddit and title; with GPT-2's tokenizer (the marker is 5 tokens) every prompt ends with
+    the marker."""
+    def first(texts: list[str], count: int) -> list[str]:
+        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return tokenizer.batch_decode([row[:count] for row in ids], skip_special_tokens=True)
+
+    heads = first([post.split("TL;DR:")[0] for post in posts], max_tokens - 5)
+    return [text.strip() for text in first([head.strip() + "\nTL;DR:" for head in heads], max_tokens)]
+
+
+def _tldr(records: list[dict], tokenizer, max_tokens: int) -> list[Example]:
+    prompts = tldr_prompts(texts(records, "prompt"), tokenizer, max_tokens)
+    return [Example(p, r) for p, r in zip(prompts, texts(records, "label"))]
+
+
+def _tldr_hub(cfg: RLHFConfig, tokenizer) -> tuple[list[Example], list[Example]]:
+    """TRIL's splits (``tasks.py:80,114-122``): all of ``train`` to train on, the first
+    ``eval_prompts`` posts of ``valid``, in order, held out."""
+    dataset = HUB_DATASETS["tldr"]
+    train = _tldr(_hub_records(dataset), tokenizer, cfg.generation.prompt_tokens)
+    held_out = _tldr(_hub_records(dataset, "valid")[:cfg.eval_prompts], tokenizer, cfg.generation.prompt_tokens)
+    if len(train) < cfg.rollouts or len(held_out) < cfg.eval_prompts:
+        raise ConfigError(f"data: {dataset!r} gives {len(train)} training and {len(held_out)} validation prompts, "
+                          f"fewer than rollouts ({cfg.rollouts}) or eval_prompts ({cfg.eval_prompts}); "
+                          "allowed: smaller settings")
+    return train, held_out
 
 
 def load_examples(cfg: RLHFConfig, tokenizer) -> tuple[list[Example], list[Example]]:
     """(training examples, held-out evaluation examples)."""
+    if cfg.task == "tldr" and not cfg.data:
+        return _tldr_hub(cfg, tokenizer)
     records = read_records(cfg.data) if cfg.data else _hub_records(HUB_DATASETS[cfg.task])
     if cfg.task == "imdb":
-        examples = _imdb(records, tokenizer, cfg.generation.prompt_tokens, cfg.generation.max_new_tokens)
-    elif cfg.task == "tldr":
-        examples = [Example(p, r) for p, r in zip(texts(records, "prompt"), texts(records, "label"))]
+        return _imdb(records, cfg)
+    if cfg.task == "tldr":
+        examples = _tldr(records, tokenizer, cfg.generation.prompt_tokens)
     else:
         references = [r.get("reference") for r in records]
         if any(ref is not None and not isinstance(ref, str) for ref in references):

@@ -99,11 +99,10 @@ class RLHFTrainer:
         torch.manual_seed(_seed(cfg.seed, -1, 0))  # the value head's initialization
         actor = build_actor_critic(cfg.policy, folder)
         self.reference = Reference(cfg.policy, actor, self.device)
-        self.reward = reward_from_config(cfg.reward, self.device)
+        self.reward = reward_from_config(cfg.reward, self.device, lm=actor.lm, tokenizer=self.tokenizer)
         self.eval_lms = {name: (load_causal_lm(name, "eval_lms").eval().to(self.device), load_tokenizer(name, "eval_lms"))
                          for name in cfg.eval_lms}
-        params = [p for p in actor.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(decay_groups(actor, cfg.weight_decay), lr=cfg.lr, eps=cfg.adam_eps)
         self.actor, self.optimizer = self.accelerator.prepare(actor, optimizer)
         self.reference_precision = self._match_reference_precision()
         self.weights = loss_weights(cfg)
@@ -131,6 +130,9 @@ class RLHFTrainer:
         if kind == DistributedType.FSDP and not self.accelerator.is_fsdp2:
             raise ConfigError("accelerate: fsdp_version 1 is not supported by symrl rlhf; allowed: fsdp_version: 2 "
                               "(configs/accelerate/fsdp.yaml), DDP or DeepSpeed ZeRO-2")
+        if kind == DistributedType.FSDP and self.cfg.reward.kind == "adapter":
+            raise ConfigError("reward.kind: adapter runs the policy's base outside the FSDP-wrapped forward; allowed "
+                              "with FSDP: another kind (or the adapter reward with DDP, DeepSpeed ZeRO-2, one process)")
         if kind == DistributedType.FSDP and self.cfg.policy.load_in != "full":
             raise ConfigError(f"policy.load_in: {self.cfg.policy.load_in} weights are not sharded by symrl's FSDP "
                               "path; allowed with FSDP: full (or quantized with DDP / one process)")
@@ -181,7 +183,8 @@ class RLHFTrainer:
     def _references(self, examples: list[Example], batch: Batch) -> Batch | None:
         if self.cfg.target_coef == 0 or any(e.reference is None for e in examples):
             return None
-        ids = self.tokenizer([e.reference for e in examples], add_special_tokens=False)["input_ids"]
+        # IMDB references are whole reviews, longer than small models' positions: only their start is kept
+        ids = self.tokenizer([e.reference for e in examples], add_special_tokens=False, verbose=False)["input_ids"]
         cut = [row[:self.cfg.generation.max_new_tokens] for row in ids]  # the start follows the prompt: keep it
         tokens, mask = generation.right_pad(cut, self.tokenizer.pad_token_id, self.device)
         return Batch(batch.query, batch.query_mask, tokens, mask)
@@ -202,15 +205,21 @@ class RLHFTrainer:
                 out.append((token_logprobs(logits.float() / self.cfg.generation.temperature, part.continuation), values, ref))
         return tuple(torch.cat(parts) for parts in zip(*out))
 
-    def _sample(self, examples: list[Example]) -> tuple[Batch, list[str], Tensor]:
+    def _sample(self, examples: list[Example], full_prompts: bool = False,
+                greedy: bool = False) -> tuple[Batch, list[str], Tensor]:
+        """Completions and their rewards. The reward reads the prompt as the policy saw it (its last
+        ``prompt_tokens`` tokens, decoded), as TRIL's training reward does (``agent.py:96-107``);
+        ``full_prompts``: the whole prompt text instead, as TRIL's evaluation metric does.
+        ``greedy``: greedy decoding instead of sampling (``generation.eval_greedy``)."""
         prompts = [e.prompt for e in examples]
         with evaluating(self.actor):
             # under FSDP every process runs each decoding step (sharded weights) until all are done;
             # elsewhere transformers decides (None)
             generate = partial(self.actor, mode="generate", synced_gpus=True if self.accelerator.is_fsdp2 else None)
-            batch = generation.sample(generate, self.tokenizer, prompts, self.cfg.generation, self.device)
+            batch = generation.sample(generate, self.tokenizer, prompts, self.cfg.generation, self.device, greedy)
         completions = generation.decode(self.tokenizer, batch.continuation, batch.continuation_mask)
-        scores = self.reward(prompts, completions, [e.reference for e in examples]).to(self.device)
+        read = prompts if full_prompts else generation.decode(self.tokenizer, batch.query, batch.query_mask)
+        scores = self.reward(read, completions, [e.reference for e in examples]).to(self.device)
         return batch, completions, scores
 
     def collect(self, examples: list[Example]) -> Rollout:
@@ -241,7 +250,8 @@ class RLHFTrainer:
                 rows = order[lo:lo + cfg.minibatch_size]
                 mask = rollout.mask[rows]
                 raw = rollout.advantages[rows]
-                used = adv_ops.normalize(raw, mask) if cfg.norm_adv else raw
+                used = whiten(raw, mask, cfg.norm_adv_scope, micro, cfg.generation.max_new_tokens) if cfg.norm_adv \
+                    else raw
                 tokens = _token_counts(rollout, rows)
                 for part in range(0, cfg.minibatch_size, micro):
                     with self.accelerator.accumulate(self.actor):
@@ -289,14 +299,16 @@ class RLHFTrainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
         """Held-out prompts, one sample each: task reward, VADER judge, KL to the reference,
-        perplexities, diversity (and ROUGE / win rate for TL;DR), with a few sample generations."""
+        perplexities (the policy's on the reference texts, the generations' under ``eval_lms``),
+        diversity (and ROUGE / win rate for TL;DR), with a few sample generations."""
         cfg = self.cfg
         torch.manual_seed(_seed(cfg.seed, EVAL_SEED_OFFSET + self.iteration, self.accelerator.process_index))
         examples = self.eval_examples
         scores, completions, kls, ref_lps, masks = [], [], [], [], []
         for lo in range(0, len(examples), cfg.rollouts):
             part = examples[lo:lo + cfg.rollouts]
-            batch, texts, part_scores = self._sample(part)
+            batch, texts, part_scores = self._sample(part, full_prompts=cfg.eval_reward_prompt == "full",
+                                                     greedy=cfg.generation.eval_greedy)
             logprobs, _, ref_logprobs = self._score(batch)
             mask = batch.continuation_mask
             scores.append(part_scores.float().cpu())
@@ -311,12 +323,17 @@ class RLHFTrainer:
             "judge_vader": sum(metrics.vader_judge(completions)) / len(completions),
             "kl": sum(kls) / len(kls), "ppl_reference": math.exp(-sum(ref_lps) / max(1, sum(masks))),
             "distinct_1": metrics.distinct_n(completions, 1), "distinct_2": metrics.distinct_n(completions, 2)}
-        for name, (lm, tokenizer) in self.eval_lms.items():
-            row[f"ppl:{name}"] = metrics.perplexity(lm, tokenizer, prompts, completions, device=self.device)
         references = [e.reference for e in examples]
+        if all(r is not None for r in references):
+            row["ppl_policy_on_references"] = self._policy_perplexity(references)
+        for name, (lm, tokenizer) in self.eval_lms.items():
+            row[f"ppl:{name}"] = (
+                self._joined_perplexity(metrics.lm_logprobs(lm), lm, tokenizer, completions)
+                if cfg.eval_lms_mode == "joined" else
+                metrics.perplexity(lm, tokenizer, prompts, completions, device=self.device))
         if cfg.task == "tldr" and all(r is not None for r in references):
             row.update(metrics.rouge(completions, references))
-            if cfg.reward.kind == "reward_model":
+            if cfg.reward.kind in ("reward_model", "adapter"):
                 # a relative reward is already RM(sample) − RM(reference): it wins where it is above 0
                 ref_scores = (torch.zeros_like(scores_t) if cfg.reward.relative_to_reference
                               else self.reward(prompts, references, None))
@@ -324,6 +341,25 @@ class RLHFTrainer:
         row["samples"] = [{"prompt": p, "completion": c, "reward": round(s, 4)}
                           for p, c, s in zip(prompts, completions, scores_t.tolist())][:cfg.eval_samples]
         return row
+
+    def _policy_perplexity(self, texts: list[str]) -> float:
+        """The policy's perplexity on ``texts`` (TRIL's ``causal_perplexity``), through the wrapped
+        model's forward (sharded weights are gathered there) at temperature 1."""
+        def logprobs(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+            logits, _ = self.actor(input_ids, attention_mask, 1)
+            return token_logprobs(logits, input_ids[:, 1:])
+
+        with evaluating(self.actor):
+            return self._joined_perplexity(logprobs, self.model.lm, self.tokenizer, texts)
+
+    def _joined_perplexity(self, logprobs: metrics.LogProbs, lm: torch.nn.Module, tokenizer, texts: list[str]) -> float:
+        """``metrics.joined_perplexity`` in windows of the LM's positions (twice the stride for one
+        without a limit), as many windows per forward as a training micro-batch holds tokens."""
+        cfg = self.cfg
+        window = metrics.max_positions(lm) or 2 * cfg.eval_ppl_stride
+        tokens = cfg.minibatch_size // cfg.grad_accum * (cfg.generation.prompt_tokens + cfg.generation.max_new_tokens)
+        return metrics.joined_perplexity(logprobs, tokenizer, texts, window, cfg.eval_ppl_stride,
+                                         batch_size=max(1, tokens // window), device=self.device)
 
     # ------------------------------------------------------------ checkpoints
 
@@ -419,6 +455,34 @@ class RLHFTrainer:
         return rows[-1] if rows else None
 
 
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: ``weight_decay`` on the trainable weights, none on biases and on the
+    weights of normalization layers (LayerNorm, RMSNorm), as TRIL groups them (``agent.py:173-187``).
+    Tied parameters (GPT-2's embeddings) are counted once."""
+    groups: list[dict[str, Any]] = [{"params": [], "weight_decay": weight_decay}, {"params": [], "weight_decay": 0.0}]
+    seen: set[int] = set()
+    for module in model.modules():
+        norm = "Norm" in type(module).__name__
+        for name, param in module.named_parameters(recurse=False):
+            if param.requires_grad and id(param) not in seen:
+                seen.add(id(param))
+                groups[int(norm or name == "bias")]["params"].append(param)
+    return [group for group in groups if group["params"]]
+
+
+def whiten(advantages: Tensor, mask: Tensor, scope: str, micro: int, width: int) -> Tensor:
+    """A minibatch's advantages whitened (``norm_adv_scope``). ``minibatch_tokens``: over its valid
+    tokens, padding left at 0: statistics of the tokens that are trained, from the whole minibatch,
+    whatever the padding or the accumulation. ``microbatch_padded``: TRIL's (``ppo.py:106-108``),
+    over every position of each micro-batch of ``micro`` rows, the zero advantages of padding
+    included, in tensors ``width`` = max_new_tokens wide as TRIL's (``base_online.py:176-181``)."""
+    if scope == "minibatch_tokens":
+        return adv_ops.normalize(advantages, mask)
+    cols = advantages.shape[1]
+    padded = torch.nn.functional.pad(advantages * mask, (0, max(0, width - cols)))
+    return torch.cat([adv_ops.normalize(part) for part in padded.split(micro)])[:, :cols]
+
+
 def _token_counts(rollout: Rollout, rows: Tensor) -> tuple[Tensor, Tensor | None]:
     """Valid continuation tokens of a minibatch, and of its reference texts (at least 1 each)."""
     sampled = rollout.mask[rows].sum().clamp(min=1)
@@ -443,17 +507,18 @@ def _print_eval(row: dict[str, Any]) -> None:
 
 def evaluate_rlhf_run(path: Path, prompts: int | None) -> dict[str, Any]:
     """Re-evaluate the latest checkpoint of an RLHF run on the first ``prompts`` of its held-out
-    prompts (default: all ``eval_prompts`` of them); nothing is written to the run."""
+    prompts (default: all those it evaluated on); nothing is written to the run."""
     from symrl.llm.config import build_rlhf_config
 
     saved, state = read_config_and_checkpoint(path)
     cfg = build_rlhf_config(None, saved)
-    if prompts is not None and not 1 <= prompts <= cfg.eval_prompts:
-        raise ConfigError(f"episodes: got {prompts}, allowed: 1..{cfg.eval_prompts} (the run's held-out prompts)")
     run = RunDirectory(cfg)
     run.path = path
     trainer = RLHFTrainer(cfg, run)
-    trainer.eval_examples = trainer.eval_examples[:prompts or cfg.eval_prompts]
+    held_out = len(trainer.eval_examples)
+    if prompts is not None and not 1 <= prompts <= held_out:
+        raise ConfigError(f"episodes: got {prompts}, allowed: 1..{held_out} (the run's held-out prompts)")
+    trainer.eval_examples = trainer.eval_examples[:prompts]
     return {"run": str(path), "checkpoint_step": state["step"],
             **{k: v for k, v in trainer.evaluate().items() if k != "samples"}}
 
