@@ -207,6 +207,7 @@ def symrl_overrides(b: Bench, models: Path, data: Path, out: str, algo: str, val
         "algo": algo, "alpha": alpha, "beta": beta, "task": "imdb", "data": str(data), "seed": b.seed,
         "policy.model": str(models / "policy"), "policy.tokenizer": None, "policy.value_head": value_head,
         "reward.kind": "classifier", "reward.model": str(models / "classifier"), "reward.label": "POSITIVE",
+        "reward.score": "logit",
         "generation.prompt_tokens": b.prompt_tokens, "generation.max_new_tokens": b.new_tokens,
         "generation.min_new_tokens": b.new_tokens,
         # top-k as large as the vocabulary keeps every token: TRL samples without top-k
@@ -214,7 +215,7 @@ def symrl_overrides(b: Bench, models: Path, data: Path, out: str, algo: str, val
         "iterations": b.warmup + b.iterations, "rollouts": b.rollouts, "minibatch_size": b.minibatch_size,
         "grad_accum": 1, "n_epochs": b.n_epochs, "lr": b.lr, "weight_decay": b.weight_decay, "gamma": b.gamma,
         "gae_lambda": b.gae_lambda, "clip_range": b.clip_range, "clip_range_vf": b.clip_range_vf,
-        "vf_coef": b.value_weight, "ent_coef": 0.0, "max_grad_norm": b.max_grad_norm, "norm_adv": True,
+        "vf_coef": b.value_weight, "value_loss_scale": 1.0, "adam_eps": 1e-8, "ent_coef": 0.0, "max_grad_norm": b.max_grad_norm, "norm_adv": True,
         "kl_coef": b.kl_coef, "kl_controller": "fixed", "target_coef": 0.0,
         "eval_every": 0, "eval_prompts": 32, "checkpoint_every": 10**6, "device": "cpu", "mixed_precision": "no",
         "out": out, "experiment": f"bench-{algo}-{value_head}",
@@ -300,10 +301,10 @@ class SymrlRunner:
     def symrl_only(self) -> dict[str, Any]:
         cfg = self.cfg
         return {"algo": cfg.algo, "alpha": cfg.alpha, "beta": cfg.beta, "Z": cfg.Z, "reverse": cfg.reverse,
-                "loss_weights": {k: getattr(self.trainer.weights, k) for k in ("pg", "rev", "vf", "ent")
+                "loss_weights": {k: getattr(self.trainer.weights, k) for k in ("pg", "reverse", "vf", "ent")
                                  if hasattr(self.trainer.weights, k)},
                 "value_head": cfg.policy.value_head, "max_grad_norm": cfg.max_grad_norm,
-                "advantage_whitening": "per minibatch over valid tokens", "full_config": cfg.to_dict()}
+                "advantage_whitening": cfg.norm_adv_scope, "full_config": cfg.to_dict()}
 
     def close(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
