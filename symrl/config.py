@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import difflib
 import functools
+import re
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -238,6 +239,18 @@ def _set(cfg: Any, key: str, raw: Any, root: type, prefix: str) -> None:
     setattr(cfg, head, _coerce(prefix + key, raw, tp))
 
 
+class _OverrideLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans on the command line: only true/false, so ``mixed_precision=no`` stays the
+    string 'no' (YAML 1.1 reads it as false); boolean fields still take yes/no/on/off (``_coerce``)."""
+
+
+_OverrideLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_OverrideLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                      list("tTfF"))
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["beta=1.0", "net.hidden=[64,64]"]`` → {"beta": 1.0, "net.hidden": [64, 64]}."""
     parsed: dict[str, Any] = {}
@@ -246,7 +259,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"'{item}': expected key=value (for example beta=1.0)")
         try:
-            parsed[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+            parsed[key.strip()] = yaml.load(value, Loader=_OverrideLoader) if value.strip() else ""
         except yaml.YAMLError:
             raise ConfigError(f"{key}: malformed value {value!r}") from None
     return parsed

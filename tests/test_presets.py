@@ -94,3 +94,15 @@ def test_humanoid_presets_are_the_tuned_upstream_settings():
     assert (sppo.discretize, sppo.alpha, sppo.beta, sppo.Z) == (11, 0.5, 20.0, -1.0)
     # the other MuJoCo presets keep SB3's orthogonal initialization
     assert build_config("mujoco-dsppo").net.ortho_init
+
+
+def test_command_line_values_no_and_off_stay_strings_where_a_string_is_expected():
+    from symrl.config import build_config, parse_overrides
+    from symrl.llm.config import build_rlhf_config
+
+    parsed = parse_overrides(["mixed_precision=no", "norm_obs=yes", "anneal_lr=off", "net.hidden=[8, 8]"])
+    assert parsed == {"mixed_precision": "no", "norm_obs": "yes", "anneal_lr": "off", "net.hidden": [8, 8]}
+    assert build_rlhf_config(None, {"mixed_precision": parsed["mixed_precision"]}).mixed_precision == "no"
+    cfg = build_config(None, {k: parsed[k] for k in ("norm_obs", "anneal_lr")})
+    assert cfg.norm_obs is True and cfg.anneal_lr is False
+    assert parse_overrides(["norm_obs=false"]) == {"norm_obs": False}
