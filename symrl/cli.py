@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from symrl.config import ConfigError, build_config, known_keys, load_preset, parse_overrides, preset_names
+from symrl.run import TrainingDiverged
 
 EPILOG = """\
 keys (key=value, nested keys dotted): {keys}
@@ -99,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"symrl: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"symrl: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("symrl: interrupted; run the same command again to resume from the last checkpoint",
               file=sys.stderr)

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import difflib
 import functools
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -197,16 +198,20 @@ def _coerce(key: str, raw: Any, tp: Any) -> Any:
                 number = float(raw.replace("_", ""))
             except ValueError:
                 raise ConfigError(f"{key}: got {raw!r}, allowed: an integer") from None
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or float(number) != int(number):
+        if (isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number)
+                or float(number) != int(number)):
             raise ConfigError(f"{key}: got {raw!r}, allowed: an integer")
         return int(number)
     if tp is float:
         if isinstance(raw, bool):
             raise ConfigError(f"{key}: got {raw!r}, allowed: a number")
         try:
-            return float(raw)
+            number = float(raw)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: got {raw!r}, allowed: a number") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: got {raw!r}, allowed: a finite number")
+        return number
     if tp is str:
         if isinstance(raw, (dict, list)):
             raise ConfigError(f"{key}: got {raw!r}, allowed: a string")
@@ -299,9 +304,18 @@ def _load_preset(name: str, kind: str) -> dict[str, Any]:
         raise ConfigError(f"preset: '{name}' ({path}) is not valid YAML: {str(err).splitlines()[0]}") from None
     if preset.get("extends"):
         base = load_preset(preset["extends"], kind)
-        preset["config"] = {**base.get("config", {}), **(preset.get("config") or {})}
+        preset["config"] = _merged(base.get("config") or {}, preset.get("config") or {})
         preset.setdefault("source", base.get("source"))
     return preset
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, nested blocks merged key by key (a variant that sets
+    ``generation: {top_k: 10}`` keeps the rest of its base's ``generation``)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def apply(cfg: Any, kind: str, preset: str | None, overrides: dict[str, Any] | None) -> Any:
@@ -332,6 +346,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     for key in ("algo", "reverse", "noise", "vec_env", "device", "env_backend"):
         check_choice(key, getattr(cfg, key))
     check_choice("net.activation", cfg.net.activation)
+    if cfg.family == "a2c":
+        _refuse_ppo_only_settings(cfg)
     for key, value in FAMILY_DEFAULTS[cfg.family].items():
         if getattr(cfg, key) is None:
             setattr(cfg, key, value)
@@ -343,6 +359,15 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         cfg.noise_scale = DEFAULT_NOISE_SCALE[cfg.noise]
     _validate(cfg)
     return cfg
+
+
+def _refuse_ppo_only_settings(cfg: TrainConfig) -> None:
+    """A2C and SA2C take one step on the whole rollout: a PPO-only setting would be silently ignored."""
+    ignored = {"n_epochs": cfg.n_epochs not in (None, 1), "batch_size": cfg.batch_size is not None,
+               "target_kl": cfg.target_kl is not None, "anneal_clip": cfg.anneal_clip}
+    for key, set_by_user in ignored.items():
+        require(not set_by_user, f"{key}: got {getattr(cfg, key)} with algo={cfg.algo}, which takes one step on the "
+                                 f"whole rollout and ignores it; allowed: leave it unset (or use algo=ppo/sppo)")
 
 
 def check_choice(key: str, value: str, choices: dict[str, tuple[str, ...]] = CHOICES) -> None:
@@ -408,11 +433,8 @@ def _validate(cfg: TrainConfig) -> None:
 
 
 def _check_backend(cfg: TrainConfig) -> None:
-    """envpool serves Atari here; where it is not installed the run falls back to Gymnasium, says
-    so once, and records the backend it really used."""
-    import sys
-
-    from symrl.envs.atari import envpool_available
+    """envpool serves Atari ids only. (Where it is not installed, the envs fall back to Gymnasium
+    when they are built, which says so: ``symrl.envs.make.make_vec_env``.)"""
     from symrl.envs.registry import is_atari
 
     if cfg.env_backend != "envpool":
@@ -424,10 +446,6 @@ def _check_backend(cfg: TrainConfig) -> None:
     require(is_atari(cfg.env.rpartition(":")[2]),
              f"env_backend: envpool is supported for Atari ids (ALE/<Game>-v5, <Game>NoFrameskip-v4), "
              f"not {cfg.env}; allowed here: gymnasium")
-    if not envpool_available():
-        print("symrl: envpool is not installed (pip install 'symrl[envpool]'); using the Gymnasium backend",
-              file=sys.stderr)
-        cfg.env_backend = "gymnasium"
 
 
 def _check_env_id(env_id: str) -> None:

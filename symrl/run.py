@@ -7,6 +7,7 @@ summary.json, tb/ and checkpoints/latest.pt.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -18,6 +19,24 @@ import yaml
 from symrl.config import ConfigError, TrainConfig
 
 CHECKPOINT = "checkpoints/latest.pt"
+FAILED = "failed.json"  # {"error", "log"}: a run that stopped on an error (symrl sweep lists it as failed)
+LOG = "train.log"  # a sweep run's output
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss term or the parameters stopped being finite: the run stops, its last good checkpoint kept."""
+
+
+# The logged terms (of either trainer) whose non-finite value stops a run. The reverse term is not
+# among them: its logged value overflows to inf for actions of probability below e^-88 while its
+# gradient stays finite (docs/fidelity.md); a non-finite gradient shows in the parameters (symrl
+# train) or the gradient norm (symrl rlhf), which are checked too.
+DIVERGENCE_TERMS = ("policy_loss", "value_loss", "entropy", "target_nll", "grad_norm")
+
+
+def non_finite(values: dict[str, float]) -> list[str]:
+    """The ``DIVERGENCE_TERMS`` of a metrics row that are present and not finite (NaN or ±inf)."""
+    return [key for key in DIVERGENCE_TERMS if key in values and not math.isfinite(values[key])]
 
 
 def run_dir(cfg: TrainConfig) -> Path:
@@ -138,6 +157,18 @@ class RunDirectory:
             for key, value in row.items():
                 if key != "step" and isinstance(value, (int, float)):
                     tb.add_scalar(f"{tb_prefix}/{key}", value, row["step"])
+
+    def stop_diverged(self, where: str, terms: list[str], checkpoint_step: int | None, record: bool = True) -> None:
+        """Record the failure (``failed.json``; ``record``: the process that writes the run's files)
+        and stop with one line; the checkpoint on disk, written before the update that diverged, is
+        the last good one and stays as it is."""
+        kept = (f"the last good checkpoint (step {checkpoint_step}) is kept" if checkpoint_step is not None
+                else "no checkpoint had been written yet")
+        message = (f"{self.path}: training diverged at {where}: {', '.join(terms)} not finite; stopped, {kept} "
+                   "(lower lr, or check the rewards and max_grad_norm)")
+        if record:
+            atomic_write_text(self.path / FAILED, json.dumps({"error": message, "log": str(self.path / LOG)}) + "\n")
+        raise TrainingDiverged(message)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -63,14 +63,12 @@ import yaml
 from symrl.config import ConfigError, TrainConfig, build_config, known_keys, resolve
 from symrl.llm.config import RLHFConfig, build_rlhf_config, resolve_rlhf
 from symrl.report.render import number
-from symrl.run import atomic_write_text, load_checkpoint, read_summary, run_dir
+from symrl.run import FAILED, LOG, atomic_write_text, load_checkpoint, read_summary, run_dir
 
 SPEC_KEYS: dict[str, type] = {"description": str, "command": str, "preset": str, "base": dict, "grid": dict, "grids": list,
                               "include": list, "exclude": list}
 # how a spec's ``command`` builds the config of each run
 COMMANDS: dict[str, Callable[..., TrainConfig | RLHFConfig]] = {"train": build_config, "rlhf": build_rlhf_config}
-LOG = "train.log"
-FAILED = "failed.json"
 
 
 # ---------------------------------------------------------------- the spec → runs

@@ -26,3 +26,13 @@ def great_minus_awful(prompts: list[str], completions: list[str], references: li
 def prompt_characters(prompts: list[str], completions: list[str], references: list[str | None] | None) -> list[float]:
     """The length of the prompt text the reward reads, for tests/test_llm_trainer.py."""
     return [float(len(p)) for p in prompts]
+
+
+CALLS = {"nan_from_third_call": 0}
+
+
+def nan_from_third_call(prompts: list[str], completions: list[str], references: list[str | None] | None) -> list[float]:
+    """Finite rewards for two calls (iterations), then NaN: a run that diverges after good checkpoints."""
+    CALLS["nan_from_third_call"] += 1
+    value = float("nan") if CALLS["nan_from_third_call"] >= 3 else 1.0
+    return [value for _ in completions]

@@ -154,3 +154,13 @@ def test_a_lost_life_restarts_the_frame_stack_after_noop_and_fire(life_reset):
 def test_envpool_refuses_the_sb3_reset_rules_in_one_line():
     with pytest.raises(ConfigError, match="atari.fire_reset: .*allowed with env_backend=envpool: false"):
         build_config("atari-ppo", {"env_backend": "envpool"})
+
+
+def test_a_missing_envpool_falls_back_to_gymnasium_when_the_envs_are_built(monkeypatch, capsys):
+    from symrl.envs import make
+
+    monkeypatch.setattr(make, "envpool_available", lambda: False)
+    envs = make_vec_env("ALE/Pong-v5", 1, "sync", "envpool", SETTINGS)
+    assert not isinstance(envs, EnvpoolAtari)
+    assert "envpool is not installed" in capsys.readouterr().err
+    envs.close()

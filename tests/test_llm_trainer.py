@@ -490,3 +490,18 @@ def test_imdb_evaluation_on_the_whole_validation_split_with_tril_metrics(lm_setu
     assert row["ppl_policy_on_references"] == pytest.approx(joined([e.reference for e in trainer.eval_examples]),
                                                              rel=1e-5)
     assert row[f"ppl:{eval_lm}"] == pytest.approx(joined([s["completion"] for s in row["samples"]]), rel=1e-5)
+
+
+def test_a_diverging_rlhf_run_stops_and_keeps_its_last_good_checkpoint(lm_setup, tmp_path):
+    from symrl.run import TrainingDiverged
+    from tests import llm_reward_fns
+
+    llm_reward_fns.CALLS["nan_from_third_call"] = 0
+    cfg = _cfg(lm_setup, tmp_path, iterations=4, **{"reward.function": "tests.llm_reward_fns:nan_from_third_call"})
+    with pytest.raises(TrainingDiverged, match="diverged at iteration 3: .*not finite.*checkpoint \\(step 2\\) is kept"):
+        train_rlhf(cfg)
+    path = run_dir(cfg)
+    assert load_checkpoint(path)["step"] == 2
+    assert all(torch.isfinite(value).all() for value in _params(path).values())
+    assert "diverged" in json.loads((path / "failed.json").read_text())["error"]
+    assert not (path / "summary.json").exists()

@@ -106,3 +106,45 @@ def test_command_line_values_no_and_off_stay_strings_where_a_string_is_expected(
     cfg = build_config(None, {k: parsed[k] for k in ("norm_obs", "anneal_lr")})
     assert cfg.norm_obs is True and cfg.anneal_lr is False
     assert parse_overrides(["norm_obs=false"]) == {"norm_obs": False}
+
+
+@pytest.mark.parametrize("key,value", [("total_steps", "1e400"), ("total_steps", ".inf"), ("total_steps", ".nan"),
+                                       ("lr", ".inf"), ("lr", ".nan"), ("gamma", "-.inf")])
+def test_non_finite_numbers_get_the_one_line_error(key, value):
+    from symrl.config import ConfigError, build_config, parse_overrides
+
+    with pytest.raises(ConfigError, match=f"^{key}: got .*allowed: a(n integer| finite number)"):
+        build_config(None, parse_overrides([f"{key}={value}"]))
+
+
+@pytest.mark.parametrize("key,value", [("n_epochs", 4), ("batch_size", 8), ("target_kl", 0.01), ("anneal_clip", True)])
+def test_settings_a2c_would_ignore_are_refused(key, value):
+    from symrl.config import ConfigError, build_config
+
+    with pytest.raises(ConfigError, match=f"^{key}: got .* with algo=a2c, which takes one step on the whole rollout"):
+        build_config(None, {"algo": "a2c", key: value})
+    build_config(None, {"algo": "ppo", key: value})  # PPO uses it
+
+
+def test_extends_merges_nested_blocks(tmp_path, monkeypatch):
+    from symrl import config
+
+    folder = tmp_path / "presets"
+    folder.mkdir()
+    (folder / "base.yaml").write_text("config:\n  atari: {noop_max: 7, frame_skip: 3}\n  lr: 0.1\n")
+    (folder / "child.yaml").write_text("extends: base\nconfig:\n  atari: {frame_skip: 2}\n")
+    monkeypatch.setattr(config, "_preset_dir", lambda kind: folder)
+    config._load_preset.cache_clear()
+    try:
+        assert config.load_preset("child")["config"] == {"atari": {"noop_max": 7, "frame_skip": 2}, "lr": 0.1}
+    finally:
+        config._load_preset.cache_clear()
+
+
+def test_resolving_a_config_prints_nothing_and_keeps_the_backend_asked_for(capsys, monkeypatch):
+    from symrl.config import build_config
+    from symrl.envs import atari
+
+    monkeypatch.setattr(atari, "envpool_available", lambda: False)
+    cfg = build_config("atari-ppo", {"env_backend": "envpool", "atari.fire_reset": False, "atari.life_reset": False})
+    assert cfg.env_backend == "envpool" and capsys.readouterr() == ("", "")

@@ -314,3 +314,37 @@ def test_annealing_clock_is_cleanrls_or_sb3s(tmp_path, after_rollout):
         # SB3: progress after the rollout, 1 - steps/total (clamped at 0); CleanRL: 1 - update/updates
         remaining = max(0.0, 1 - (k + 1) * rollout / 1000) if after_rollout else 1 - k / 8
         assert lr == pytest.approx(cfg.lr * remaining) and clip == pytest.approx(cfg.clip_range * remaining)
+
+
+def test_a_diverging_run_stops_in_one_line_and_keeps_its_last_good_checkpoint(tmp_path):
+    """NaN rewards from step 71 on: updates of 32 steps, a checkpoint after each; the third update
+    diverges, the run stops (exit 1, one line), the checkpoint of step 64 stays and is finite, and
+    the failure is recorded where `symrl sweep` reads it."""
+    args = ["env=tests.crashing_env:NanReward-v0", "algo=a2c", "n_envs=1", "n_steps=32", "total_steps=320",
+            "checkpoint_every=32", "eval_every=0", "eval_episodes=1", f"out={tmp_path}"]
+    done = subprocess.run([sys.executable, "-m", "symrl.cli", "train", *args], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 1
+    error = [line for line in done.stderr.splitlines() if line.startswith("symrl: error:")]
+    assert len(error) == 1 and "diverged at update 3 (step 96)" in error[0] and "policy_loss" in error[0]
+    assert "Traceback" not in done.stderr
+    path = tmp_path / "default/tests.crashing_env-NanReward-v0/a2c/seed0"
+    state = torch.load(path / CHECKPOINT, weights_only=False)
+    assert state["step"] == 64 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert "diverged" in json.loads((path / "failed.json").read_text())["error"]
+    assert not (path / "summary.json").exists()
+
+
+@pytest.mark.parametrize("target_kl,expected_steps", [(None, 4 * 2), (1e-9, 1)])
+def test_target_kl_stops_before_the_step_of_the_offending_minibatch(tmp_path, target_kl, expected_steps):
+    """SB3's early stop: the first minibatch (ratio 1, KL 0) steps; the second already exceeds
+    1.5·target_kl, so the update ends without its step."""
+    trainer = OnPolicyTrainer(_cfg(tmp_path, n_epochs=4, batch_size=64, target_kl=target_kl))
+    steps = []
+    step = trainer.optimizer.step
+    trainer.optimizer.step = lambda: (steps.append(1), step())
+    trainer.reset_envs()
+    trainer.collect()
+    trainer.learn()
+    trainer.close()
+    assert len(steps) == expected_steps

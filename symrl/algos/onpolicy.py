@@ -33,7 +33,7 @@ from symrl.config import ConfigError, TrainConfig, config_from_dict
 from symrl.distributions import head_spec
 from symrl.envs import (ObsNormalizer, RewardNormalizer, is_image, make_env, make_vec_env,
                         observation_shape, saves_env_state)
-from symrl.envs.atari import atari_settings, semantics_note, training_signal
+from symrl.envs.atari import EnvpoolAtari, atari_settings, semantics_note, training_signal
 from symrl.envs.registry import is_atari
 from symrl.evaluate import evaluate, return_stats
 from symrl.flat import FlatParameters
@@ -42,7 +42,8 @@ from symrl.losses import effective_pg_multiplier, loss_weights
 from symrl.nets import build_model
 from symrl.noise import noisy_rewards
 from symrl.optim import make_optimizer
-from symrl.run import RunDirectory, load_checkpoint, read_config_and_checkpoint, read_summary, save_checkpoint
+from symrl.run import (RunDirectory, load_checkpoint, non_finite, read_config_and_checkpoint, read_summary,
+                       save_checkpoint)
 
 UPDATE_RULES = {"ppo": ppo.ppo_update, "a2c": a2c.a2c_update}
 
@@ -74,6 +75,7 @@ class OnPolicyTrainer:
             print(f"symrl: {semantics_note(cfg.env, self.atari)}", file=sys.stderr)
         self.envs = make_vec_env(cfg.env, cfg.n_envs, cfg.vec_env, cfg.env_backend, self.atari)
         self.env_checkpoint = "state" if saves_env_state(self.envs) else "sync"
+        self.env_backend = "envpool" if isinstance(self.envs, EnvpoolAtari) else "gymnasium"  # after any fallback
         self.spec = head_spec(self.envs.single_action_space, cfg.discretize)
         obs_shape = observation_shape(self.envs.single_observation_space)
         problem = None
@@ -323,6 +325,7 @@ def _train_loop(trainer: OnPolicyTrainer, run: RunDirectory, progress: bool | No
 
     cfg = trainer.cfg
     state = load_checkpoint(run.path)
+    saved_step = None if state is None else state["step"]
     if state is not None:
         trainer.load_state_dict(state)
     run.truncate_logs(trainer.step)
@@ -346,7 +349,12 @@ def _train_loop(trainer: OnPolicyTrainer, run: RunDirectory, progress: bool | No
         stats = trainer.learn()
         trainer.elapsed += time.perf_counter() - t0
         sps = (trainer.step - steps_at_start) / max(time.perf_counter() - started, 1e-9)
-        run.log("metrics.jsonl", _metrics_row(trainer, stats, sps), "train")
+        row = _metrics_row(trainer, stats, sps)
+        run.log("metrics.jsonl", row, "train")
+        diverged = non_finite(row)
+        if diverged or not torch.isfinite(trainer.flat.param).all():
+            run.stop_diverged(f"update {trainer.update} (step {trainer.step})", diverged or ["the parameters"],
+                              saved_step)
         bar.update(per_update)
         last = trainer.update == trainer.num_updates
         if (cfg.eval_every and trainer.step >= next_eval) or last:
@@ -356,6 +364,7 @@ def _train_loop(trainer: OnPolicyTrainer, run: RunDirectory, progress: bool | No
             next_eval = _next_multiple(trainer.step, cfg.eval_every)
         if trainer.step >= next_ckpt or last:
             save_checkpoint(run.path, trainer.state_dict())
+            saved_step = trainer.step
             next_ckpt = _next_multiple(trainer.step, cfg.checkpoint_every)
             if not last and trainer.env_checkpoint == "sync":
                 trainer.reset_envs()
@@ -368,7 +377,8 @@ def _train_loop(trainer: OnPolicyTrainer, run: RunDirectory, progress: bool | No
         "finished": True, "env": cfg.env, "algo": cfg.algo, "seed": cfg.seed,
         "final_eval_mean": trainer.last_eval["mean_return"], "final_eval_std": trainer.last_eval["std_return"],
         "best_eval_mean": trainer.best_eval, "total_steps": trainer.step,
-        "env_checkpoint": trainer.env_checkpoint, "wall_time_s": round(trainer.elapsed, 2),
+        "env_backend": trainer.env_backend, "env_checkpoint": trainer.env_checkpoint,
+        "wall_time_s": round(trainer.elapsed, 2),
         "sps": round(trainer.step / max(trainer.elapsed, 1e-9), 1),
         "pg_multiplier": effective_pg_multiplier(cfg.algo, cfg.alpha, cfg.beta, cfg.Z, cfg.reverse).formula,
     }

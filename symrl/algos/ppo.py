@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from symrl.flat import FlatParameters
-from symrl.algos.update import UpdateSettings, approx_kl, gradient_step, summarize
+from symrl.algos.update import UpdateSettings, gradient_step, summarize
 from symrl.optim import Optimizer
 
 
@@ -14,8 +14,8 @@ def ppo_update(model: nn.Module, params: FlatParameters, optimizer: Optimizer,
                batch: dict[str, Tensor],
                s: UpdateSettings, gen: torch.Generator, noise_gen: torch.Generator) -> dict[str, Tensor]:
     """``n_epochs`` passes over ``batch`` in minibatches of ``batch_size`` shuffled by ``gen``; with
-    ``target_kl`` the update stops early once a minibatch's approx KL exceeds 1.5·target_kl (as
-    SB3). ``noise_gen`` draws a fresh adv_flip mask for every minibatch."""
+    ``target_kl`` the update stops at the first minibatch whose approx KL exceeds 1.5·target_kl,
+    without its step (as SB3). ``noise_gen`` draws a fresh adv_flip mask for every minibatch."""
     n = batch["obs"].shape[0]
     steps = []
     for _ in range(s.n_epochs):
@@ -25,6 +25,6 @@ def ppo_update(model: nn.Module, params: FlatParameters, optimizer: Optimizer,
         for start in range(0, n, s.batch_size):
             mb = {k: v[start:start + s.batch_size] for k, v in shuffled.items()}
             steps.append(gradient_step(model, params, optimizer, mb, s, noise_gen))
-            if s.target_kl is not None and approx_kl(steps[-1]["log_ratio"]).item() > 1.5 * s.target_kl:
+            if steps[-1]["stop"]:
                 return summarize(steps, s.clip_range)
     return summarize(steps, s.clip_range)

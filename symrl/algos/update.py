@@ -38,7 +38,9 @@ def gradient_step(model: nn.Module, params: FlatParameters, optimizer: Optimizer
                   mb: dict[str, Tensor], s: UpdateSettings, noise_gen: torch.Generator | None = None
                   ) -> dict[str, Tensor]:
     """adv_flip noise on ``mb``'s advantages (with ``s.adv_flip`` > 0, drawn from ``noise_gen``),
-    the loss, backward, clip the global gradient norm, step.
+    the loss, backward, clip the global gradient norm, step. With ``target_kl`` the step is skipped
+    when this minibatch's approx KL already exceeds 1.5·target_kl (SB3's early stop: the update
+    ends before the offending step); ``"stop"`` in the result says so.
 
     Returns detached loss terms plus the per-sample ``log_ratio`` and the advantages before and
     after normalization, from which ``summarize`` computes approx KL, clip fraction and the
@@ -62,13 +64,16 @@ def gradient_step(model: nn.Module, params: FlatParameters, optimizer: Optimizer
         s.kind, s.weights, log_prob, mb["log_probs"], used, entropy, values,
         mb["returns"], mb["values"], s.clip_range, s.clip_range_vf,
     )
-    params.zero_grad()
-    terms.total.backward()
-    params.clip_grad_norm_(s.max_grad_norm)
-    optimizer.step()
+    log_ratio = log_prob.detach() - mb["log_probs"]
+    stop = s.target_kl is not None and approx_kl(log_ratio).item() > 1.5 * s.target_kl
+    if not stop:
+        params.zero_grad()
+        terms.total.backward()
+        params.clip_grad_norm_(s.max_grad_norm)
+        optimizer.step()
     return {"policy_loss": terms.policy, "reverse_loss": terms.reverse, "value_loss": terms.value,
-            "entropy": terms.entropy, "log_ratio": log_prob.detach() - mb["log_probs"],
-            "adv_raw": advantages, "adv_used": used.detach()}
+            "entropy": terms.entropy, "log_ratio": log_ratio, "adv_raw": advantages, "adv_used": used.detach(),
+            "stop": stop}
 
 
 def approx_kl(log_ratio: Tensor) -> Tensor:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import gymnasium as gym
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
-from symrl.envs.atari import AtariSettings, EnvpoolAtari, make_atari_env
+from symrl.envs.atari import AtariSettings, EnvpoolAtari, envpool_available, make_atari_env
 from symrl.envs.registry import ensure_registered, is_atari
 from symrl.envs.snapshot import SaveableState, can_save_state
 
@@ -28,6 +30,10 @@ def make_vec_env(env_id: str, n_envs: int, vec_env: str = "sync", backend: str =
     observation is already the next episode's, and ``info['final_obs']`` holds the last one (needed
     to bootstrap on truncation). ``copy=False``: the trainer copies observations into its buffer.
     Each env exposes its state for checkpoints (``saves_env_state``)."""
+    if backend == "envpool" and not envpool_available():
+        print("symrl: envpool is not installed (pip install 'symrl[envpool]'); using the Gymnasium backend",
+              file=sys.stderr)
+        backend = "gymnasium"
     if backend == "envpool":
         return EnvpoolAtari(env_id, n_envs, atari or AtariSettings())
     fns = [lambda: SaveableState(make_env(env_id, atari)) for _ in range(n_envs)]

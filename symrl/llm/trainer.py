@@ -35,8 +35,8 @@ from symrl.llm.rewards import reward_from_config
 from symrl.llm.sharding import load_whole_optimizer_state, whole_optimizer_state
 from symrl.llm.tasks import Example, iteration_examples, load_examples
 from symrl.losses import loss_weights, masked_mean, symmetric_loss
-from symrl.run import (RunDirectory, load_checkpoint, read_config_and_checkpoint, read_jsonl, read_summary,
-                       save_checkpoint)
+from symrl.run import (RunDirectory, load_checkpoint, non_finite, read_config_and_checkpoint, read_jsonl,
+                       read_summary, save_checkpoint)
 
 EVAL_SEED_OFFSET = 7_919  # evaluation draws its own samples, apart from the training stream
 
@@ -118,6 +118,7 @@ class RLHFTrainer:
                 self.accelerator.scaler.load_state_dict(state["scaler"])
             self.iteration = state["step"]
             self.kl_coef = state["kl_coef"]
+        self.saved_iteration = self.iteration if state else None  # the last good checkpoint's
 
     def _check_distributed(self) -> None:
         """What `accelerate launch` set up must fit the run: FSDP version 2 only (the one tested: its
@@ -256,7 +257,9 @@ class RLHFTrainer:
                 for part in range(0, cfg.minibatch_size, micro):
                     with self.accelerator.accumulate(self.actor):
                         self._micro_step(rollout, rows[part:part + micro], used[part:part + micro], tokens, stats)
-                self.accelerator.clip_grad_norm_(self.actor.parameters(), cfg.max_grad_norm)
+                norm = self.accelerator.clip_grad_norm_(self.actor.parameters(), cfg.max_grad_norm)
+                if norm is not None:  # None under DeepSpeed, which clips inside its engine
+                    _append(stats, grad_norm=norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 _append(stats, sign_change=adv_ops.sign_change_share(raw, used, mask))
@@ -370,6 +373,7 @@ class RLHFTrainer:
         # every process gathers (a collective when the weights are sharded); the main one writes
         state = self.accelerator.get_state_dict(self.actor)
         optimizer = self._optimizer_state()
+        self.saved_iteration = self.iteration
         if not self.accelerator.is_main_process:
             return
         root = self.run.path / "checkpoints"
@@ -427,6 +431,7 @@ class RLHFTrainer:
             self.iteration += 1
             if self.accelerator.is_main_process:
                 self.run.log("metrics.jsonl", row, "train")
+            self._stop_if_diverged(row)
             due = self.iteration == cfg.iterations or (cfg.eval_every and self.iteration % cfg.eval_every == 0)
             if due:
                 last_eval = self._evaluate_and_log()
@@ -442,6 +447,15 @@ class RLHFTrainer:
             self.run.write_summary(summary)
         self.run.close()
         return summary
+
+    def _stop_if_diverged(self, row: dict[str, Any]) -> None:
+        """Stop every process (one line, ``failed.json``) when any of them saw a non-finite loss term
+        or gradient norm in this iteration; the last checkpoint stays the last good one."""
+        diverged = non_finite(row)
+        anywhere = self.accelerator.reduce(torch.tensor(float(bool(diverged)), device=self.device), "sum")
+        if anywhere.item() > 0:
+            self.run.stop_diverged(f"iteration {self.iteration}", diverged or ["a loss on another process"],
+                                   self.saved_iteration, record=self.accelerator.is_main_process)
 
     def _evaluate_and_log(self) -> dict[str, Any]:
         row = {"step": self.iteration, **self.evaluate()}
