@@ -999,7 +999,7 @@ def kernel_microbench(tr: OnPolicyTrainer, threads: int, reps: int = 4,
 
     obs_cl = obs_f.contiguous(memory_format=torch.channels_last)
     cases = {
-        "gradient_step_mb256 (symrl: fwd+bwd+clip+Adam)": lambda: gradient_step(tr.model, tr.flat, tr.optimizer, mb, settings),
+        "gradient_step_mb256 (symrl: fwd+bwd+clip+Adam)": lambda: gradient_step(tr.model, tr.flat, tr.optimizer, mb, settings, tr.noise_gen),
         "fwd_bwd_mb256 (plain copy, contiguous NCHW)": lambda: fwd_bwd(plain, obs_f),
         "fwd_bwd_mb256 (plain copy, channels_last)": lambda: fwd_bwd(plain_cl, obs_cl),
         "act_forward_8obs (TorchSnapshot)": lambda: snap(obs8),

@@ -244,16 +244,21 @@ def _set(cfg: Any, key: str, raw: Any, root: type, prefix: str) -> None:
     setattr(cfg, head, _coerce(prefix + key, raw, tp))
 
 
-class _OverrideLoader(yaml.SafeLoader):
-    """YAML 1.2 booleans on the command line: only true/false, so ``mixed_precision=no`` stays the
-    string 'no' (YAML 1.1 reads it as false); boolean fields still take yes/no/on/off (``_coerce``)."""
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans (only true/false), so ``mixed_precision: no`` stays the string 'no' (YAML 1.1
+    reads it as false); boolean fields still take yes/no/on/off (``_coerce``)."""
 
 
-_OverrideLoader.yaml_implicit_resolvers = {
+_Yaml12Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_OverrideLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                                      list("tTfF"))
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+
+
+def load_yaml(text: str) -> Any:
+    """Settings YAML (key=value overrides, presets, sweep specs), read with YAML 1.2 booleans."""
+    return yaml.load(text, Loader=_Yaml12Loader)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -264,7 +269,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"'{item}': expected key=value (for example beta=1.0)")
         try:
-            parsed[key.strip()] = yaml.load(value, Loader=_OverrideLoader) if value.strip() else ""
+            parsed[key.strip()] = load_yaml(value) if value.strip() else ""
         except yaml.YAMLError:
             raise ConfigError(f"{key}: malformed value {value!r}") from None
     return parsed
@@ -299,7 +304,7 @@ def _load_preset(name: str, kind: str) -> dict[str, Any]:
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise ConfigError(f"preset: '{name}' does not exist; {hint}allowed: {', '.join(names)}")
     try:
-        preset = yaml.safe_load(path.read_text())
+        preset = load_yaml(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"preset: '{name}' ({path}) is not valid YAML: {str(err).splitlines()[0]}") from None
     if preset.get("extends"):

@@ -29,9 +29,16 @@ class TrainingDiverged(RuntimeError):
 
 # The logged terms (of either trainer) whose non-finite value stops a run. The reverse term is not
 # among them: its logged value overflows to inf for actions of probability below e^-88 while its
-# gradient stays finite (docs/fidelity.md); a non-finite gradient shows in the parameters (symrl
-# train) or the gradient norm (symrl rlhf), which are checked too.
+# gradient stays finite (docs/fidelity.md). A non-finite gradient shows in the parameters (symrl
+# train checks them) or in the gradient norm of a step that was taken (symrl rlhf; under DeepSpeed
+# the engine's norm of the previous step).
 DIVERGENCE_TERMS = ("policy_loss", "value_loss", "entropy", "target_nll", "grad_norm")
+
+
+def record_failure(directory: Path, error: str) -> None:
+    """``failed.json``: the one-line error, and the run's log where it has one (sweep runs)."""
+    log = directory / LOG
+    atomic_write_text(directory / FAILED, json.dumps({"error": error, "log": str(log) if log.exists() else None}) + "\n")
 
 
 def non_finite(values: dict[str, float]) -> list[str]:
@@ -167,7 +174,7 @@ class RunDirectory:
         message = (f"{self.path}: training diverged at {where}: {', '.join(terms)} not finite; stopped, {kept} "
                    "(lower lr, or check the rewards and max_grad_norm)")
         if record:
-            atomic_write_text(self.path / FAILED, json.dumps({"error": message, "log": str(self.path / LOG)}) + "\n")
+            record_failure(self.path, message)
         raise TrainingDiverged(message)
 
     def write_summary(self, summary: dict[str, Any]) -> None:

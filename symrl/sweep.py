@@ -60,10 +60,10 @@ from typing import Any
 
 import yaml
 
-from symrl.config import ConfigError, TrainConfig, build_config, known_keys, resolve
+from symrl.config import ConfigError, TrainConfig, build_config, known_keys, load_yaml, resolve
 from symrl.llm.config import RLHFConfig, build_rlhf_config, resolve_rlhf
 from symrl.report.render import number
-from symrl.run import FAILED, LOG, atomic_write_text, load_checkpoint, read_summary, run_dir
+from symrl.run import FAILED, LOG, load_checkpoint, read_summary, record_failure, run_dir
 
 SPEC_KEYS: dict[str, type] = {"description": str, "command": str, "preset": str, "base": dict, "grid": dict, "grids": list,
                               "include": list, "exclude": list}
@@ -95,7 +95,7 @@ def load_spec(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"spec: {path} does not exist")
     try:
-        spec = yaml.safe_load(path.read_text())
+        spec = load_yaml(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({_one_line(err)})") from None
     if not isinstance(spec, dict):
@@ -279,7 +279,8 @@ class RunState:
         if self.finished:
             return f"final eval {number(self.summary['final_eval_mean'])}"
         if self.failure:
-            return f"{self.failure['error']} (log: {self.failure['log']})"
+            log = self.failure.get("log")
+            return f"{self.failure['error']}" + (f" (log: {log})" if log else "")
         return f"checkpoint at step {self.checkpoint_step}" if self.checkpoint_step is not None else ""
 
 
@@ -475,7 +476,7 @@ class Progress:
                 self.ran += 1
             result = f"final eval {number(outcome.final_eval)}"
         else:
-            atomic_write_text(failed_file, json.dumps({"error": outcome.error, "log": str(run.path / LOG)}) + "\n")
+            record_failure(run.path, outcome.error)
             self.failed.append((run, outcome.error))
             result = f"FAILED {outcome.error}"
         done = self.ran + self.resumed + len(self.failed)

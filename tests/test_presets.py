@@ -96,7 +96,7 @@ def test_humanoid_presets_are_the_tuned_upstream_settings():
     assert build_config("mujoco-dsppo").net.ortho_init
 
 
-def test_command_line_values_no_and_off_stay_strings_where_a_string_is_expected():
+def test_yaml_values_no_and_off_stay_strings_where_a_string_is_expected(tmp_path):
     from symrl.config import build_config, parse_overrides
     from symrl.llm.config import build_rlhf_config
 
@@ -106,6 +106,12 @@ def test_command_line_values_no_and_off_stay_strings_where_a_string_is_expected(
     cfg = build_config(None, {k: parsed[k] for k in ("norm_obs", "anneal_lr")})
     assert cfg.norm_obs is True and cfg.anneal_lr is False
     assert parse_overrides(["norm_obs=false"]) == {"norm_obs": False}
+    # sweep specs (and presets) read YAML the same way
+    from symrl.sweep import load_spec
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("command: rlhf\nbase: {mixed_precision: no, data: null, task: imdb}\ngrid: {seed: [0]}\n")
+    assert load_spec(spec)["base"]["mixed_precision"] == "no"
 
 
 @pytest.mark.parametrize("key,value", [("total_steps", "1e400"), ("total_steps", ".inf"), ("total_steps", ".nan"),

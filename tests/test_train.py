@@ -348,3 +348,17 @@ def test_target_kl_stops_before_the_step_of_the_offending_minibatch(tmp_path, ta
     trainer.learn()
     trainer.close()
     assert len(steps) == expected_steps
+
+
+def test_a_run_resumes_on_the_backend_it_started_on(tmp_path, monkeypatch):
+    """envpool missing when the run started: it trained on Gymnasium, and goes on there once
+    envpool is installed (its checkpoints hold Gymnasium's env state)."""
+    from symrl.envs import make
+
+    cfg = _atari_cfg(tmp_path, env_backend="envpool", checkpoint_every=64,
+                     **{"atari.fire_reset": False, "atari.life_reset": False})
+    with monkeypatch.context() as patch:
+        patch.setattr(make, "envpool_available", lambda: False)
+        assert train(cfg, stop_after_updates=2)["finished"] is False
+    summary = train(cfg)
+    assert summary["env_backend"] == "gymnasium" and summary["env_checkpoint"] == "state"

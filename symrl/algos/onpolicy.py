@@ -67,13 +67,15 @@ def _generator(seed: int, stream: int) -> torch.Generator:
 class OnPolicyTrainer:
     """State of one training run; ``train`` drives it to ``total_steps``."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, env_backend: str | None = None):
+        """``env_backend``: the backend a resumed run's checkpoints come from (where envpool was
+        missing when it started, Gymnasium), so that it goes on with the same simulator."""
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.atari = atari_settings(cfg.atari) if is_atari(cfg.env.rpartition(":")[2]) else None
         if self.atari is not None:
             print(f"symrl: {semantics_note(cfg.env, self.atari)}", file=sys.stderr)
-        self.envs = make_vec_env(cfg.env, cfg.n_envs, cfg.vec_env, cfg.env_backend, self.atari)
+        self.envs = make_vec_env(cfg.env, cfg.n_envs, cfg.vec_env, env_backend or cfg.env_backend, self.atari)
         self.env_checkpoint = "state" if saves_env_state(self.envs) else "sync"
         self.env_backend = "envpool" if isinstance(self.envs, EnvpoolAtari) else "gymnasium"  # after any fallback
         self.spec = head_spec(self.envs.single_action_space, cfg.discretize)
@@ -243,8 +245,7 @@ class OnPolicyTrainer:
     def env_state_dict(self) -> dict[str, Any]:
         """The training envs mid-episode and the trainer's per-env bookkeeping (``state`` mode)."""
         return {"envs": list(self.envs.get_attr("env_state")), "obs": self.obs.copy(),
-                "ep_return": self.ep_return.copy(), "lives": self.lives.copy(),
-                "reward_returns": self.rew_norm.returns.copy()}
+                "ep_return": self.ep_return.copy(), "lives": self.lives.copy()}
 
     def load_env_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the saved episodes: the envs are built (and reset, which some need before a
@@ -252,7 +253,6 @@ class OnPolicyTrainer:
         self.envs.reset(seed=_seeds(self.cfg.seed, 0, 0, self.cfg.n_envs))
         self.envs.set_attr("env_state", state["envs"])
         self.obs, self.ep_return, self.lives = state["obs"].copy(), state["ep_return"].copy(), state["lives"].copy()
-        self.rew_norm.returns = state["reward_returns"].copy()
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -261,6 +261,7 @@ class OnPolicyTrainer:
             "obs_norm": self.obs_norm.state_dict(), "rew_norm": self.rew_norm.state_dict(),
             "action_gen": self.action_gen.get_state(), "noise_gen": self.noise_gen.get_state(),
             "minibatch_gen": self.minibatch_gen.get_state(),
+            "env_backend": self.env_backend,
             "update": self.update, "step": self.step, "n_resets": self.n_resets, "n_evals": self.n_evals,
             "best_eval": self.best_eval, "last_eval": self.last_eval, "elapsed": self.elapsed,
             "config": self.cfg.to_dict(),
@@ -311,20 +312,20 @@ def train(cfg: TrainConfig, force: bool = False, progress: bool | None = None,
         print(f"{run.path}: already finished (pass --force to run it again)", file=sys.stderr)
         return summary
 
-    trainer = OnPolicyTrainer(cfg)
+    state = load_checkpoint(run.path)
+    trainer = OnPolicyTrainer(cfg, state.get("env_backend") if state else None)
     try:
-        return _train_loop(trainer, run, progress, stop_after_updates)
+        return _train_loop(trainer, run, state, progress, stop_after_updates)
     finally:
         trainer.close()
         run.close()
 
 
-def _train_loop(trainer: OnPolicyTrainer, run: RunDirectory, progress: bool | None,
+def _train_loop(trainer: OnPolicyTrainer, run: RunDirectory, state: dict[str, Any] | None, progress: bool | None,
                 stop_after_updates: int | None) -> dict[str, Any]:
     from tqdm import tqdm
 
     cfg = trainer.cfg
-    state = load_checkpoint(run.path)
     saved_step = None if state is None else state["step"]
     if state is not None:
         trainer.load_state_dict(state)

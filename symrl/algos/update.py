@@ -35,8 +35,7 @@ class UpdateSettings:
 
 
 def gradient_step(model: nn.Module, params: FlatParameters, optimizer: Optimizer,
-                  mb: dict[str, Tensor], s: UpdateSettings, noise_gen: torch.Generator | None = None
-                  ) -> dict[str, Tensor]:
+                  mb: dict[str, Tensor], s: UpdateSettings, noise_gen: torch.Generator) -> dict[str, Tensor]:
     """adv_flip noise on ``mb``'s advantages (with ``s.adv_flip`` > 0, drawn from ``noise_gen``),
     the loss, backward, clip the global gradient norm, step. With ``target_kl`` the step is skipped
     when this minibatch's approx KL already exceeds 1.5·target_kl (SB3's early stop: the update
@@ -51,8 +50,6 @@ def gradient_step(model: nn.Module, params: FlatParameters, optimizer: Optimizer
     log_prob = dist.log_prob(mb["actions"])
     advantages = mb["advantages"]
     if s.adv_flip > 0:
-        if noise_gen is None:
-            raise ValueError("noise_gen: required with adv_flip > 0 (the seeded generator of the flip masks)")
         advantages = flip_advantages(advantages, s.adv_flip, noise_gen)
     used = adv_ops.normalize(advantages) if s.norm_adv and advantages.numel() > 1 else advantages
     if s.weights.ent != 0.0:

@@ -52,8 +52,9 @@ def game_name(env_id: str) -> str:
 
 def semantics_note(env_id: str, s: AtariSettings) -> str:
     """What the run does to the id the user gave, in one line (printed at the start of a run)."""
-    rules = "".join(["; FIRE after resets and lost lives" if s.fire_reset else "",
-                     "; a lost life restarts the frame stack" if s.life_reset else ""])
+    rules = "".join(["; FIRE after every reset" if s.fire_reset else "",
+                     "; a lost life restarts the frame stack" + (" with FIRE" if s.fire_reset else "")
+                     if s.life_reset else ""])
     if env_id.rpartition(":")[2].startswith("ALE/"):
         return (f"{env_id}: using the paper's v4 semantics (ALE frameskip=1 and repeat_action_probability=0; "
                 f"frame skip {s.frame_skip} with max-pool, {s.screen_size}×{s.screen_size} gray, "
@@ -94,6 +95,7 @@ class AtariFrameStack(gym.Wrapper):
         meanings = env.unwrapped.get_action_meanings()
         self.fire = fire_reset and len(meanings) >= 3 and meanings[1] == "FIRE"
         self.life_reset = life_reset
+        self.ale = env.unwrapped.ale
         space = env.observation_space
         self.frames = np.zeros((stack,) + space.shape, space.dtype)
         self.observation_space = gym.spaces.Box(0, 255, self.frames.shape, space.dtype)
@@ -125,17 +127,18 @@ class AtariFrameStack(gym.Wrapper):
             else:
                 info = {**info, **step_info}
             frame = fired
-        self.lives = self.env.unwrapped.ale.lives()
+        self.lives = self.ale.lives()
         return self._push(frame, restart=True), info
 
     def step(self, action):
         frame, reward, terminated, truncated, info = self.env.step(action)
-        lives = self.env.unwrapped.ale.lives()
-        restart = self.life_reset and not (terminated or truncated) and lives < self.lives
-        if restart:
-            frame, extra, terminated, truncated, info = self._play([0, 1, 2] if self.fire else [0])
-            reward = float(reward) + extra
-        self.lives = self.env.unwrapped.ale.lives()
+        restart = False
+        if self.life_reset:  # lives are read only when a lost one restarts play
+            restart = not (terminated or truncated) and self.ale.lives() < self.lives
+            if restart:
+                frame, extra, terminated, truncated, info = self._play([0, 1, 2] if self.fire else [0])
+                reward = float(reward) + extra
+            self.lives = self.ale.lives()
         return self._push(frame, restart), reward, terminated, truncated, info
 
 

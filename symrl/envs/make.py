@@ -9,7 +9,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, Vecto
 
 from symrl.envs.atari import AtariSettings, EnvpoolAtari, envpool_available, make_atari_env
 from symrl.envs.registry import ensure_registered, is_atari
-from symrl.envs.snapshot import SaveableState, can_save_state
+from symrl.envs.snapshot import SaveableState
 
 
 def make_env(env_id: str, atari: AtariSettings | None = None) -> gym.Env:

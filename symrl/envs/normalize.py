@@ -84,7 +84,10 @@ class RewardNormalizer:
         self.returns[:] = 0.0
 
     def state_dict(self) -> dict:
-        return self.rms.state_dict()
+        """The statistics and each env's running discounted return (episodes go on across checkpoints)."""
+        return {**self.rms.state_dict(), "returns": self.returns.copy()}
 
     def load_state_dict(self, state: dict) -> None:
         self.rms.load_state_dict(state)
+        if "returns" in state:  # checkpoints from before episodes ran on across them have none
+            self.returns = np.asarray(state["returns"]).copy()

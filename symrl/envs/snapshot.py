@@ -48,7 +48,9 @@ def _simulator_kind(base: gym.Env) -> str | None:
     if module.startswith("ale_py"):
         return "ale"
     if module.startswith("gymnasium.envs.mujoco"):
-        return "mujoco"
+        from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
+
+        return "mujoco" if isinstance(base, MujocoEnv) else None  # mujoco-py's v2/v3 envs hold no MjData
     if module.startswith("gymnasium.envs.classic_control"):
         return "python"
     return None
@@ -96,13 +98,13 @@ class SaveableState(gym.Wrapper):
     envs (also asynchronous ones, whose envs live in worker processes) read it with
     ``get_attr('env_state')`` and write one value per env with ``set_attr('env_state', states)``."""
 
-    @property
-    def saves_state(self) -> bool:
-        return can_save_state(self.env)
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.saves_state = can_save_state(env)
 
     @property
-    def env_state(self) -> dict[str, Any] | None:
-        return capture(self.env) if can_save_state(self.env) else None
+    def env_state(self) -> dict[str, Any]:
+        return capture(self.env)
 
     @env_state.setter
     def env_state(self, state: dict[str, Any]) -> None:

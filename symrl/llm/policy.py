@@ -173,13 +173,13 @@ class ActorCritic(nn.Module):
         weights around ``forward`` (FSDP) holds them whole for sampling and the LoRA reference too.
 
         ``policy``: logits (policy adapter) and values at the positions that predict tokens
-        ``start ..``; ``reference``: those logits with every LoRA adapter disabled; ``generate``:
-        ``lm.generate`` with the policy adapter."""
+        ``start ..``; ``logits``: those logits alone (no value pass); ``reference``: those logits with
+        every LoRA adapter disabled; ``generate``: ``lm.generate`` with the policy adapter."""
         if mode == "generate":
             with adapter_scope(self.lm, POLICY_ADAPTER):
                 return self.lm.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs)
-        if mode == "reference":
-            with adapter_scope(self.lm, None):
+        if mode in ("reference", "logits"):
+            with adapter_scope(self.lm, None if mode == "reference" else POLICY_ADAPTER):
                 return window_logits(self.lm, input_ids, attention_mask, start)
         shared = self.critic is None and not self.value_adapter
         positions = position_ids(attention_mask)

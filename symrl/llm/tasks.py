@@ -27,7 +27,8 @@ from symrl.llm.config import HUB_DATASETS, RLHFConfig
 from symrl.llm.data import read_records, texts
 from symrl.llm.hub import OFFLINE_HINT, hub_reachable
 
-# tldr and custom: the split does not depend on the run's seed, every seed evaluates on the same prompts.
+# custom data, and tldr from a local file (the hub's tldr has its own valid split): the split does not
+# depend on the run's seed, every seed evaluates on the same prompts.
 SPLIT_SEED = 1234
 IMDB_TRAIN_FRACTION = 0.8  # TRIL tasks.py:204
 
@@ -74,12 +75,18 @@ def _imdb(records: list[dict], cfg: RLHFConfig) -> tuple[list[Example], list[Exa
     def examples(indices: list[int]) -> list[Example]:
         return [Example(prompt, reviews[i]) for i in indices if (prompt := imdb_prompt(reviews[i]))]
 
-    train_examples, held_out = examples(train), examples(validation)
-    if len(train_examples) < cfg.rollouts or len(held_out) < max(1, cfg.eval_prompts):
-        raise ConfigError(f"data: {len(reviews)} reviews give {len(train_examples)} training and {len(held_out)} "
-                          f"validation prompts (80/20), fewer than rollouts ({cfg.rollouts}) or eval_prompts "
-                          f"({cfg.eval_prompts}); allowed: a larger dataset or smaller settings")
-    return train_examples, held_out[:cfg.eval_prompts or None]
+    held_out = examples(validation)[:cfg.eval_prompts or None]
+    return _large_enough(f"{len(reviews)} reviews", examples(train), held_out, cfg)
+
+
+def _large_enough(source: str, train: list[Example], held_out: list[Example],
+                  cfg: RLHFConfig) -> tuple[list[Example], list[Example]]:
+    """(train, held_out), or the one-line error when they cannot fill an iteration or the evaluation."""
+    if len(train) < cfg.rollouts or len(held_out) < max(1, cfg.eval_prompts):
+        raise ConfigError(f"data: {source} give {len(train)} training and {len(held_out)} held-out prompts, fewer "
+                          f"than rollouts ({cfg.rollouts}) or eval_prompts ({cfg.eval_prompts}); allowed: a larger "
+                          "dataset or smaller settings")
+    return train, held_out
 
 
 def tldr_prompts(posts: list[str], tokenizer, max_tokens: int) -> list[str]:
@@ -107,11 +114,7 @@ def _tldr_hub(cfg: RLHFConfig, tokenizer) -> tuple[list[Example], list[Example]]
     dataset = HUB_DATASETS["tldr"]
     train = _tldr(_hub_records(dataset), tokenizer, cfg.generation.prompt_tokens)
     held_out = _tldr(_hub_records(dataset, "valid")[:cfg.eval_prompts], tokenizer, cfg.generation.prompt_tokens)
-    if len(train) < cfg.rollouts or len(held_out) < cfg.eval_prompts:
-        raise ConfigError(f"data: {dataset!r} gives {len(train)} training and {len(held_out)} validation prompts, "
-                          f"fewer than rollouts ({cfg.rollouts}) or eval_prompts ({cfg.eval_prompts}); "
-                          "allowed: smaller settings")
-    return train, held_out
+    return _large_enough(f"the train and valid splits of {dataset!r}", train, held_out, cfg)
 
 
 def load_examples(cfg: RLHFConfig, tokenizer) -> tuple[list[Example], list[Example]]:
@@ -130,10 +133,8 @@ def load_examples(cfg: RLHFConfig, tokenizer) -> tuple[list[Example], list[Examp
         examples = [Example(p, ref) for p, ref in zip(texts(records, "prompt"), references)]
     examples = list({e.prompt: e for e in reversed(examples)}.values())[::-1]  # one per prompt: none in both splits
     random.Random(SPLIT_SEED).shuffle(examples)
-    if len(examples) < cfg.eval_prompts + cfg.rollouts:
-        raise ConfigError(f"data: {len(examples)} usable examples, fewer than eval_prompts + rollouts "
-                          f"({cfg.eval_prompts} + {cfg.rollouts}); allowed: a larger dataset or smaller settings")
-    return examples[cfg.eval_prompts:], examples[:cfg.eval_prompts]
+    return _large_enough(f"{len(examples)} distinct prompts", examples[cfg.eval_prompts:], examples[:cfg.eval_prompts],
+                         cfg)
 
 
 def iteration_examples(examples: list[Example], iteration: int, count: int, seed: int) -> list[Example]:

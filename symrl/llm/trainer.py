@@ -207,8 +207,8 @@ class RLHFTrainer:
         return tuple(torch.cat(parts) for parts in zip(*out))
 
     def _sample(self, examples: list[Example], full_prompts: bool = False,
-                greedy: bool = False) -> tuple[Batch, list[str], Tensor]:
-        """Completions and their rewards. The reward reads the prompt as the policy saw it (its last
+                greedy: bool = False) -> tuple[Batch, list[str], Tensor, list[str]]:
+        """Completions, their rewards and the prompt texts the reward read. The reward reads the prompt as the policy saw it (its last
         ``prompt_tokens`` tokens, decoded), as TRIL's training reward does (``agent.py:96-107``);
         ``full_prompts``: the whole prompt text instead, as TRIL's evaluation metric does.
         ``greedy``: greedy decoding instead of sampling (``generation.eval_greedy``)."""
@@ -221,11 +221,11 @@ class RLHFTrainer:
         completions = generation.decode(self.tokenizer, batch.continuation, batch.continuation_mask)
         read = prompts if full_prompts else generation.decode(self.tokenizer, batch.query, batch.query_mask)
         scores = self.reward(read, completions, [e.reference for e in examples]).to(self.device)
-        return batch, completions, scores
+        return batch, completions, scores, read
 
     def collect(self, examples: list[Example]) -> Rollout:
         cfg = self.cfg
-        batch, _, scores = self._sample(examples)
+        batch, _, scores, _ = self._sample(examples)
         reference = self._references(examples, batch)
         if reference is not None:
             width = max(batch.continuation.shape[1], reference.continuation.shape[1])
@@ -258,9 +258,11 @@ class RLHFTrainer:
                     with self.accelerator.accumulate(self.actor):
                         self._micro_step(rollout, rows[part:part + micro], used[part:part + micro], tokens, stats)
                 norm = self.accelerator.clip_grad_norm_(self.actor.parameters(), cfg.max_grad_norm)
-                if norm is not None:  # None under DeepSpeed, which clips inside its engine
-                    _append(stats, grad_norm=norm)
                 self.optimizer.step()
+                # an fp16 loss scaler skips a step whose gradient overflowed (routine, not divergence);
+                # DeepSpeed reports its engine's norm of the previous step, or None before the first
+                if norm is not None and not self.accelerator.optimizer_step_was_skipped:
+                    _append(stats, grad_norm=norm)
                 self.optimizer.zero_grad(set_to_none=True)
                 _append(stats, sign_change=adv_ops.sign_change_share(raw, used, mask))
         return {k: torch.stack(v).mean().item() for k, v in stats.items()}
@@ -307,11 +309,12 @@ class RLHFTrainer:
         cfg = self.cfg
         torch.manual_seed(_seed(cfg.seed, EVAL_SEED_OFFSET + self.iteration, self.accelerator.process_index))
         examples = self.eval_examples
-        scores, completions, kls, ref_lps, masks = [], [], [], [], []
+        scores, completions, read, kls, ref_lps, masks = [], [], [], [], [], []
         for lo in range(0, len(examples), cfg.rollouts):
             part = examples[lo:lo + cfg.rollouts]
-            batch, texts, part_scores = self._sample(part, full_prompts=cfg.eval_reward_prompt == "full",
-                                                     greedy=cfg.generation.eval_greedy)
+            batch, texts, part_scores, part_read = self._sample(part, full_prompts=cfg.eval_reward_prompt == "full",
+                                                                greedy=cfg.generation.eval_greedy)
+            read += part_read
             logprobs, _, ref_logprobs = self._score(batch)
             mask = batch.continuation_mask
             scores.append(part_scores.float().cpu())
@@ -339,7 +342,7 @@ class RLHFTrainer:
             if cfg.reward.kind in ("reward_model", "adapter"):
                 # a relative reward is already RM(sample) − RM(reference): it wins where it is above 0
                 ref_scores = (torch.zeros_like(scores_t) if cfg.reward.relative_to_reference
-                              else self.reward(prompts, references, None))
+                              else self.reward(read, references, None))  # the prompts the samples were scored with
                 row["win_rate"] = metrics.win_rate(scores_t, ref_scores)
         row["samples"] = [{"prompt": p, "completion": c, "reward": round(s, 4)}
                           for p, c, s in zip(prompts, completions, scores_t.tolist())][:cfg.eval_samples]
@@ -349,8 +352,7 @@ class RLHFTrainer:
         """The policy's perplexity on ``texts`` (TRIL's ``causal_perplexity``), through the wrapped
         model's forward (sharded weights are gathered there) at temperature 1."""
         def logprobs(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-            logits, _ = self.actor(input_ids, attention_mask, 1)
-            return token_logprobs(logits, input_ids[:, 1:])
+            return token_logprobs(self.actor(input_ids, attention_mask, 1, mode="logits"), input_ids[:, 1:])
 
         with evaluating(self.actor):
             return self._joined_perplexity(logprobs, self.model.lm, self.tokenizer, texts)
@@ -526,6 +528,8 @@ def evaluate_rlhf_run(path: Path, prompts: int | None) -> dict[str, Any]:
 
     saved, state = read_config_and_checkpoint(path)
     cfg = build_rlhf_config(None, saved)
+    if prompts is not None and cfg.eval_prompts and not 1 <= prompts <= cfg.eval_prompts:  # before any loading
+        raise ConfigError(f"episodes: got {prompts}, allowed: 1..{cfg.eval_prompts} (the run's held-out prompts)")
     run = RunDirectory(cfg)
     run.path = path
     trainer = RLHFTrainer(cfg, run)
