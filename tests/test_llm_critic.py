@@ -10,8 +10,6 @@ from symrl.llm.policy import POLICY_ADAPTER, VALUE_ADAPTER, build_actor_critic, 
 from symrl.llm.tasks import iteration_examples
 from tests.test_llm_trainer import _cfg, _trainer, lm_setup, monkeypatch_module  # noqa: F401  (fixtures)
 
-pytest.importorskip("peft")
-
 ADAPTER_CRITIC = {"policy.lora_r": 4, "policy.lora_alpha": 8, "policy.value_head": "adapter", "weight_decay": 0.0}
 
 

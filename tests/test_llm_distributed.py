@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 
 from symrl.cli import main
 from symrl.run import load_checkpoint, read_jsonl, read_summary
 
-transformers = pytest.importorskip("transformers")
 if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
     pytest.skip("torch built without gloo", allow_module_level=True)
 

@@ -16,8 +16,6 @@ from symrl.llm.tasks import imdb_prompt, imdb_split, load_examples
 from symrl.llm.trainer import RLHFTrainer
 from symrl.run import RunDirectory
 
-pytest.importorskip("transformers")
-
 # review → (prompt: its first int(0.5·words) words of review.split(" "), the prompt's last 4 tokens,
 # the NLL target: the review's first 5 tokens)
 REVIEWS = {

@@ -18,9 +18,6 @@ from symrl.llm.rewards import (
     build_reward,
 )
 
-transformers = pytest.importorskip("transformers")
-tokenizers = pytest.importorskip("tokenizers")
-
 EOS = "<|endoftext|>"
 CORPUS = [
     "this movie was great and wonderful, I loved every minute",

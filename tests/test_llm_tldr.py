@@ -15,8 +15,6 @@ from symrl.llm.trainer import train_rlhf, whiten
 from symrl.run import load_checkpoint, read_jsonl, run_dir
 from tests.test_llm_trainer import _cfg, _corpus, _trainer, lm_setup, monkeypatch_module  # noqa: F401  (fixtures)
 
-pytest.importorskip("peft")
-
 WORDS = ["[UNK]", " ", "\n", "TL;DR:", "SUBREDDIT:", "r/cats", "TITLE:", "help", "POST:", "my", "cat", "ate",
          "homework", *"0123456789"]
 LORA = {"policy.lora_r": 4, "policy.lora_alpha": 8}

@@ -18,8 +18,6 @@ from symrl.llm.tasks import iteration_examples
 from symrl.llm.trainer import RLHFTrainer, _token_counts, train_rlhf
 from symrl.run import RunDirectory, load_checkpoint, read_jsonl, run_dir
 
-pytest.importorskip("transformers")
-
 NOUNS = ["movie", "film", "plot", "cast", "ending", "story", "acting", "music"]
 GOOD = ["great", "wonderful", "superb", "lovely"]
 BAD = ["awful", "boring", "dull", "terrible"]

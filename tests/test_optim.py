@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from stable_baselines3.common.sb2_compat import rmsprop_tf_like
 from torch import nn
 
 from symrl.config import CHOICES, ConfigError, build_config
@@ -25,7 +26,6 @@ def _run(optimizer, param: torch.Tensor, grads: list[torch.Tensor]) -> torch.Ten
 
 def test_rmsprop_tf_matches_sb3_rmsprop_tf_like():
     """Same start, same gradients, 10 steps: the authors' Atari A2C optimizer (hyperparams/a2c.yml:13)."""
-    rmsprop_tf_like = pytest.importorskip("stable_baselines3.common.sb2_compat.rmsprop_tf_like")
     ours, theirs = _flat(), _flat()
     assert torch.equal(ours.param, theirs.param)
     gen = torch.Generator().manual_seed(1)

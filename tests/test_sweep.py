@@ -17,6 +17,7 @@ import yaml
 from symrl.algos.onpolicy import train
 from symrl.cli import main
 from symrl.config import build_config, preset_names
+from symrl.report import build_report
 from symrl.run import run_dir
 from symrl.sweep import expand, load_spec, load_sweep, run_sweep
 
@@ -93,12 +94,9 @@ def test_dry_run_lists_finished_and_failed_runs(crashed, monkeypatch):
 
 
 def test_report_lists_the_failed_run(crashed, tmp_path):
-    report = pytest.importorskip("symrl.report")
-    if not hasattr(report, "build_report"):
-        pytest.skip("symrl.report.build_report is not written yet")
     root, _, _ = crashed
     _, bad = _runs(root)
-    text = Path(report.build_report(root / "runs" / "t", tmp_path / "report")).read_text()
+    text = Path(build_report(root / "runs" / "t", tmp_path / "report")).read_text()
     assert "RuntimeError: Crashy-v0 crashed on purpose after 5 steps" in text
     assert str((bad / "train.log").relative_to(root)) in text
 
