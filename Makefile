@@ -26,8 +26,10 @@ $(STAMP): pyproject.toml
 test: venv
 	$(PY) -m pytest -q
 
+# PPO vs SPPO vs scaled PPO under training-reward noise: 9 CartPole runs, then the report and its table.
 demo: venv
-	$(VENV)/bin/symrl demo
+	$(VENV)/bin/symrl sweep sweeps/demo.yaml --workers 2
+	$(VENV)/bin/symrl report runs/demo
 
 # Offline RLHF on CPU: build the small models once (reused when present), PPO vs SPPO vs scaled PPO
 # with 3 seeds, then the report (reward and KL curves, sample generations).

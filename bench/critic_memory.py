@@ -2,25 +2,26 @@
 held, trainable parameters, and the bytes of their gradients and AdamW state (float32).
 
 GPT-2 124M is measured: transformers' default ``GPT2Config``, randomly initialised (nothing is
-downloaded), saved to a temporary folder and built by symrl's own ``build_actor_critic``; one
-forward, backward and AdamW step through ``ActorCritic`` creates the gradients and the optimizer
-state, whose tensors are counted. GPT-J-6B is counted, not run: the same modules built on PyTorch's
-meta device (shapes only) with the TL;DR preset's LoRA (r 8 on peft's default ``q_proj``/``v_proj``).
-The same counting is applied to GPT-2 and must agree with its measurement.
+downloaded), built by symrl's own ``build_actor_critic``; one forward, backward and AdamW step
+creates the gradients and optimizer state, whose tensors are counted. GPT-J-6B is counted, not run:
+its modules on PyTorch's meta device with the TL;DR preset's LoRA (r 8 on peft's default modules).
+The same counting applied to GPT-2 must agree with its measurement.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/critic_memory.py    # about a minute, ~4 GB of memory
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import peft  # noqa: E402
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, GPTJConfig  # noqa: E402
 
 from symrl.llm.config import PolicyConfig  # noqa: E402
 from symrl.llm.policy import build_actor_critic  # noqa: E402
@@ -46,20 +47,16 @@ def measured(folder: Path, value_head: str, lora_r: int) -> dict[str, int]:
     state = [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t) and t.dim() > 0]
     return {"params": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in trainable),
             "weight_bytes": sum(p.numel() * p.element_size() for p in params),
-            "grad_adam_bytes": sum(p.grad.numel() * p.grad.element_size() for p in trainable if p.grad is not None)
-            + sum(t.numel() * t.element_size() for t in state)}
+            "grad_adam_bytes": sum(t.numel() * t.element_size() for t in state
+                                   + [p.grad for p in trainable if p.grad is not None])}
 
 
 def sizes(config) -> dict[str, int]:
-    """Parameter counts of an LM, its trunk, one LoRA adapter (the preset's) and a value head,
-    from modules built on the meta device."""
-    import peft
-    from transformers import AutoModelForCausalLM
-
+    """Parameter counts of an LM, its trunk, one LoRA adapter (the preset's) and a value head, from
+    modules on the meta device."""
     with torch.device("meta"):
         lm = AutoModelForCausalLM.from_config(config)
-        whole = sum(p.numel() for p in lm.parameters())
-        trunk = sum(p.numel() for p in lm.base_model.parameters())
+        whole, trunk = sum(p.numel() for p in lm.parameters()), sum(p.numel() for p in lm.base_model.parameters())
         lora = peft.get_peft_model(lm, peft.LoraConfig(r=8, lora_alpha=LORA_ALPHA, task_type="CAUSAL_LM"))
         adapter = sum(p.numel() for n, p in lora.named_parameters() if "lora_" in n)
     return {"lm": whole, "trunk": trunk, "adapter": adapter, "head": config.hidden_size + 1}
@@ -76,25 +73,18 @@ def counted(size: dict[str, int], value_head: str, lora_r: int) -> dict[str, int
 
 
 def main() -> None:
-    from transformers import GPT2Config, GPT2LMHeadModel, GPTJConfig
-
+    gpt2, gpt2_sizes, gptj_sizes = GPT2Config(), sizes(GPT2Config()), sizes(GPTJConfig())  # 124M; 6B
     rows = []
-    gpt2 = GPT2Config()  # 124M: 12 layers, width 768, 50257 tokens
-    gpt2_sizes = sizes(gpt2)
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
         GPT2LMHeadModel(gpt2).save_pretrained(tmp)
         for value_head, lora_r in OPTIONS:
-            row = measured(Path(tmp), value_head, lora_r)
-            check = counted(gpt2_sizes, value_head, lora_r)
+            row, check = measured(Path(tmp), value_head, lora_r), counted(gpt2_sizes, value_head, lora_r)
             assert all(row[k] == check[k] for k in check), (value_head, lora_r, row, check)
             rows.append({"model": "gpt2-124M (measured)", "value_head": value_head, "lora_r": lora_r, **row})
-    gptj_sizes = sizes(GPTJConfig())  # 6B: 28 layers, width 4096, 50400 tokens
-    for value_head, lora_r in OPTIONS:
-        rows.append({"model": "gpt-j-6B (counted)", "value_head": value_head, "lora_r": lora_r,
-                     **counted(gptj_sizes, value_head, lora_r)})
-    print(json.dumps({"gpt2_sizes": gpt2_sizes, "gptj_sizes": gptj_sizes, "rows": rows}, indent=1))
-    print("\n| model | value_head | LoRA r | parameters held | trainable | gradients + AdamW state |")
+    rows += [{"model": "gpt-j-6B (counted)", "value_head": value_head, "lora_r": lora_r,
+              **counted(gptj_sizes, value_head, lora_r)} for value_head, lora_r in OPTIONS]
+    print("| model | value_head | LoRA r | parameters held | trainable | gradients + AdamW state |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['value_head']} | {r['lora_r'] or '-'} | {r['params'] / 1e6:,.2f}M | "

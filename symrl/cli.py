@@ -1,4 +1,4 @@
-"""Command line: ``symrl train | explain | eval | presets | demo | sweep | report | rlhf | lm prepare``.
+"""Command line: ``symrl train | explain | eval | presets | sweep | report | rlhf | lm prepare``.
 
 Bad input exits with status 2 and one line naming the field and what is allowed; no traceback.
 """
@@ -10,7 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from symrl.config import ConfigError, build_config, known_keys, load_preset, parse_overrides, preset_names
+from symrl.config import (CHOICES, ConfigError, TrainConfig, build_config, describe_keys, known_keys, load_preset,
+                          parse_overrides, preset_names)
 from symrl.run import TrainingDiverged
 
 EPILOG = """\
@@ -38,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
                            epilog=f"presets: {', '.join(preset_names())}\nkeys: {', '.join(known_keys())}")
     train.add_argument("--preset", help="start from a shipped preset (see `symrl presets`)")
     train.add_argument("--force", action="store_true", help="start over even if the run exists or finished")
+    train.add_argument("--help-keys", action="store_true", help="print every key with its default, allowed values "
+                       "and what it does (loss keys may be written without 'loss.')")
     train.add_argument("overrides", nargs="*", metavar="key=value")
 
     explain = sub.add_parser("explain", help="print the effective policy-gradient multiplier of a config")
@@ -62,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
                                  f"keys: {', '.join(known_keys(RLHFConfig))}")
     rlhf.add_argument("--preset", help="start from a shipped RLHF preset (see `symrl presets`)")
     rlhf.add_argument("--force", action="store_true", help="start over even if the run exists or finished")
+    rlhf.add_argument("--help-keys", action="store_true", help="print every key with its default, allowed values "
+                      "and what it does (loss keys may be written without 'loss.')")
     rlhf.add_argument("overrides", nargs="*", metavar="key=value")
 
     lm = sub.add_parser("lm", help="language-model utilities")
@@ -82,19 +87,24 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--backend", choices=("local", "ray"), default="local",
                        help="local process pool, or Ray (pip install 'symrl[ray]') for clusters")
     sweep.add_argument("--dry-run", action="store_true", help="list the runs and their state, run nothing")
+    sweep.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="applied to every run, after the spec's own values (as `symrl train`)")
 
     report = sub.add_parser("report", help="tables, statistics and figures from the runs under a folder")
     report.add_argument("runs_dir", help="a folder holding run directories, e.g. runs/lite")
     report.add_argument("--out", default=None, help="where report.md and figures go (default: RUNS_DIR/report)")
-
-    demo = sub.add_parser("demo", help="PPO vs SPPO vs scaled PPO under reward noise, 3 seeds, table + figure")
-    demo.add_argument("--out", default="runs", help="where runs and the figure go (default: runs)")
-    demo.add_argument("--workers", type=int, default=2, help="parallel processes (default: 2)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse takes key=value only before the first option that follows a positional; the rest of
+    # them (`symrl sweep SPEC --workers 2 seed=1`) come back here, in order
+    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return COMMANDS[args.command](args)
     except ConfigError as err:
@@ -112,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
 def _train(args) -> int:
     from symrl.algos.onpolicy import train
 
+    if args.help_keys:
+        print(describe_keys(TrainConfig, CHOICES))
+        return 0
     return _run(build_config(args.preset, parse_overrides(args.overrides)), train, args.force)
 
 
@@ -129,8 +142,9 @@ def _explain(args) -> int:
     from symrl.losses import effective_pg_multiplier
 
     cfg = build_config(args.preset, parse_overrides(args.overrides))
-    m = effective_pg_multiplier(cfg.algo, cfg.alpha, cfg.beta, cfg.Z, cfg.reverse)
-    print(f"algo={cfg.algo} alpha={cfg.alpha:g} beta={cfg.beta:g} Z={cfg.Z:g} reverse={cfg.reverse}")
+    loss = cfg.loss
+    m = effective_pg_multiplier(loss.algo, loss.alpha, loss.beta, loss.Z, loss.reverse_kind)
+    print(f"algo={loss.algo} alpha={loss.alpha:g} beta={loss.beta:g} Z={loss.Z:g} reverse_kind={loss.reverse_kind}")
     print(f"effective policy-gradient multiplier: {m.formula}")
     print(m.explanation)
     return 0
@@ -142,7 +156,7 @@ def _eval(args) -> int:
     path = Path(args.run_dir)
     config = path / "config.yaml"
     if config.exists() and "task" in (yaml.safe_load(config.read_text()) or {}):  # RLHF: prompts, not episodes
-        from symrl.llm.trainer import evaluate_rlhf_run
+        from symrl.llm.evaluate import evaluate_rlhf_run
 
         row = evaluate_rlhf_run(path, args.episodes)
     else:
@@ -166,10 +180,13 @@ def _presets(args) -> int:
 
 
 def _rlhf(args) -> int:
-    from symrl.llm.config import build_rlhf_config
+    from symrl.llm import config as rlhf_config
     from symrl.llm.trainer import train_rlhf
 
-    return _run(build_rlhf_config(args.preset, parse_overrides(args.overrides)), train_rlhf, args.force)
+    if args.help_keys:
+        print(describe_keys(rlhf_config.RLHFConfig, rlhf_config.CHOICES))
+        return 0
+    return _run(rlhf_config.build_rlhf_config(args.preset, parse_overrides(args.overrides)), train_rlhf, args.force)
 
 
 def _lm(args) -> int:
@@ -181,28 +198,23 @@ def _lm(args) -> int:
     return 0
 
 
-def _demo(args) -> int:
-    from symrl.demo import run_demo
-
-    return run_demo(Path(args.out), args.workers)
-
-
 def _sweep(args) -> int:
     from symrl.sweep import run_sweep
 
-    return run_sweep(Path(args.spec), workers=args.workers, backend=args.backend, dry_run=args.dry_run)
+    return run_sweep(Path(args.spec), workers=args.workers, backend=args.backend, dry_run=args.dry_run,
+                     overrides=parse_overrides(args.overrides))
 
 
 def _report(args) -> int:
     from symrl.report import build_report
 
     runs_dir = Path(args.runs_dir)
-    out = build_report(runs_dir, Path(args.out) if args.out else runs_dir / "report")
-    print(f"report: {out}")
+    out = build_report(runs_dir, Path(args.out) if args.out else runs_dir / "report", echo=print)
+    print(f"\nreport: {out}")
     return 0
 
 
-COMMANDS = {"train": _train, "explain": _explain, "eval": _eval, "presets": _presets, "demo": _demo,
+COMMANDS = {"train": _train, "explain": _explain, "eval": _eval, "presets": _presets,
             "sweep": _sweep, "report": _report, "rlhf": _rlhf, "lm": _lm}
 
 if __name__ == "__main__":

@@ -35,14 +35,9 @@ class Categorical:
     def log_prob(self, actions: Tensor) -> Tensor:
         return self.log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
 
-    def prob(self, actions: Tensor) -> Tensor:
-        return self.log_prob(actions).exp()
-
     def entropy(self) -> Tensor:
         return -(self.log_probs.exp() * self.log_probs).sum(-1)
 
-    def mode(self) -> Tensor:
-        return self.log_probs.argmax(-1)
 
 
 class MultiCategorical:
@@ -54,21 +49,16 @@ class MultiCategorical:
     def log_prob(self, actions: Tensor) -> Tensor:
         return self.log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1).sum(-1)
 
-    def prob(self, actions: Tensor) -> Tensor:
-        return self.log_prob(actions).exp()
-
     def entropy(self) -> Tensor:
         return -(self.log_probs.exp() * self.log_probs).sum((-2, -1))
 
-    def mode(self) -> Tensor:
-        return self.log_probs.argmax(-1)
 
 
 class DiagGaussian:
     """Gaussian with a state-independent log std (the usual PPO baseline for continuous control).
 
-    ``prob`` is a density, not a probability: the reverse term is undefined for it, which is why the
-    configuration refuses β > 0 without ``discretize``.
+    ``exp(log_prob)`` is a density, not a probability: the reverse term is undefined for it, which is
+    why the configuration refuses β > 0 without ``discretize``.
     """
 
     def __init__(self, mean: Tensor, log_std: Tensor):
@@ -79,14 +69,9 @@ class DiagGaussian:
         z = (actions - self.mean) * torch.exp(-self.log_std)
         return (-0.5 * z.pow(2) - self.log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
-    def prob(self, actions: Tensor) -> Tensor:
-        return self.log_prob(actions).exp()
-
     def entropy(self) -> Tensor:
         return (self.log_std + 0.5 * (1.0 + math.log(2 * math.pi))).sum(-1)
 
-    def mode(self) -> Tensor:
-        return self.mean
 
 
 ActionDist = Categorical | MultiCategorical | DiagGaussian

@@ -20,6 +20,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from symrl import advantages as adv_ops
+
 Reverse = Literal["rce", "mae"]
 PolicyLoss = Literal["a2c", "ppo"]
 
@@ -125,7 +127,8 @@ def entropy_bonus(entropy: Tensor, mask: Tensor | None = None) -> Tensor:
 
 @dataclass(frozen=True)
 class LossWeights:
-    """The weights of the total loss ``pg·L_pg + reverse·L_rev + vf·L_value − ent·H``.
+    """The weights of the total loss ``pg·L_pg + reverse·L_rev + vf·L_value − ent·H`` and the policy
+    loss they weight (``policy_loss``: 'ppo' for ppo/sppo/scaled_ppo, 'a2c' for a2c/sa2c).
 
     ``pg`` is α for a2c/sa2c/ppo/sppo and α+β|Z| (or α+2β) for scaled_ppo, whose ``reverse`` is 0.
     """
@@ -136,6 +139,7 @@ class LossWeights:
     ent: float
     reverse_kind: Reverse = "rce"
     Z: float = -1.0
+    policy_loss: PolicyLoss = "ppo"
 
 
 @dataclass
@@ -150,7 +154,6 @@ class LossTerms:
 
 
 def symmetric_loss(
-    kind: PolicyLoss,
     weights: LossWeights,
     log_prob: Tensor,
     old_log_prob: Tensor | None,
@@ -163,13 +166,14 @@ def symmetric_loss(
     clip_range_vf: float | None = None,
     mask: Tensor | None = None,
 ) -> tuple[LossTerms, Tensor | None]:
-    """α·L_pg + β·L_rev + vf·L_value − ent·H for ``kind`` in {'a2c', 'ppo'}.
+    """α·L_pg + β·L_rev + vf·L_value − ent·H with the policy loss ``weights.policy_loss``.
 
     Returns the loss terms and, for PPO, the ratio (for approx-KL and clip-fraction logging).
     The reverse term is not computed when its weight is 0, so β = 0 is the plain baseline exactly.
     """
     ratio = None
     reverse = torch.zeros((), dtype=log_prob.dtype, device=log_prob.device)
+    kind = weights.policy_loss
     if kind == "ppo":
         if old_log_prob is None:
             raise ValueError("old_log_prob: required for kind='ppo'")
@@ -186,7 +190,7 @@ def symmetric_loss(
         if weights.reverse != 0.0:
             reverse = a2c_reverse_loss(torch.exp(log_prob), advantages, weights.reverse_kind, weights.Z, mask)
     else:
-        raise ValueError(f"kind: got {kind!r}, allowed: 'a2c', 'ppo'")
+        raise ValueError(f"policy_loss: got {kind!r}, allowed: 'a2c', 'ppo'")
 
     total = policy if weights.pg == 1.0 else weights.pg * policy
     if weights.reverse != 0.0:
@@ -245,12 +249,88 @@ def effective_pg_multiplier(
 
 
 def loss_weights(cfg) -> LossWeights:
-    """The weights of a run config (``symrl train`` or ``symrl rlhf``: any object with algo, alpha,
-    beta, Z, reverse, vf_coef, value_loss_scale, ent_coef). scaled_ppo is plain PPO with the policy
+    """The weights of a ``LossConfig`` (of ``symrl train`` or ``symrl rlhf``). scaled_ppo is plain PPO with the policy
     loss weighted by SPPO's effective multiplier. The value weight is vf_coef·value_loss_scale: the
     one place where TRIL's 0.5 in front of its value loss enters (see :func:`value_loss`)."""
     vf = cfg.vf_coef * cfg.value_loss_scale
+    kind: PolicyLoss = "a2c" if cfg.algo in ("a2c", "sa2c") else "ppo"
     if cfg.algo == "scaled_ppo":
-        pg = effective_pg_multiplier("scaled_ppo", cfg.alpha, cfg.beta, cfg.Z, cfg.reverse).value
-        return LossWeights(pg, 0.0, vf, cfg.ent_coef, cfg.reverse, cfg.Z)
-    return LossWeights(cfg.alpha, cfg.beta, vf, cfg.ent_coef, cfg.reverse, cfg.Z)
+        pg = effective_pg_multiplier("scaled_ppo", cfg.alpha, cfg.beta, cfg.Z, cfg.reverse_kind).value
+        return LossWeights(pg, 0.0, vf, cfg.ent_coef, cfg.reverse_kind, cfg.Z, kind)
+    return LossWeights(cfg.alpha, cfg.beta, vf, cfg.ent_coef, cfg.reverse_kind, cfg.Z, kind)
+
+
+# ---------------------------------------------------------------- one (micro)batch step, and its statistics
+
+def approx_kl(log_ratio: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Schulman's k3 estimator of KL(old || new), as SB3, CleanRL and TRL log it."""
+    return masked_mean(torch.expm1(log_ratio) - log_ratio, mask)
+
+
+@dataclass
+class LossStep:
+    """What the statistics of one (micro)batch's loss are computed from, all detached. They are
+    reduced once per update (:func:`update_statistics`), so the hot loop does no host sync and as
+    few extra tensor ops as possible."""
+
+    terms: LossTerms
+    log_ratio: Tensor  # log π_θ − log π_old per element
+    advantages: Tensor  # before normalization (after any adv_flip noise)
+    used: Tensor  # what the loss used (normalized, or as given)
+    mask: Tensor | None  # valid elements (tokens); None: all
+
+    @property
+    def count(self) -> Tensor | int:
+        return self.log_ratio.numel() if self.mask is None else self.mask.sum()
+
+    def approx_kl(self) -> Tensor:
+        return approx_kl(self.log_ratio, self.mask)
+
+
+def loss_step(
+    weights: LossWeights,
+    log_prob: Tensor,
+    old_log_prob: Tensor,
+    advantages: Tensor,
+    entropy: Tensor,
+    values: Tensor,
+    returns: Tensor,
+    old_values: Tensor | None,
+    clip_range: float,
+    clip_range_vf: float | None,
+    norm_adv: bool,
+    mask: Tensor | None = None,
+    normalized: Tensor | None = None,
+) -> tuple[Tensor, LossStep]:
+    """The step both trainers take on a (micro)batch: advantage normalization over the valid elements
+    (``norm_adv``; ``normalized`` instead when the caller whitened over a wider scope than this
+    batch, as ``symrl rlhf`` does over a whole minibatch), then :func:`symmetric_loss`. Returns the
+    total loss to backpropagate and the step's statistics."""
+    if normalized is not None:
+        used = normalized
+    elif norm_adv and advantages.numel() > 1:
+        used = adv_ops.normalize(advantages, mask)
+    else:
+        used = advantages
+    terms, _ = symmetric_loss(weights, log_prob, old_log_prob, used, entropy, values, returns, old_values,
+                              clip_range, clip_range_vf, mask)
+    return terms.total, LossStep(terms, log_prob.detach() - old_log_prob, advantages.detach(), used.detach(), mask)
+
+
+def update_statistics(steps: list[LossStep], clip_range: float) -> dict[str, Tensor]:
+    """One 0-d tensor per statistic of an update: each a mean over every valid element of every
+    (micro)batch, so both trainers log one definition under each name. approx_kl: k3 estimator;
+    clip_fraction: share with |r − 1| > ε; sign_change: share whose advantage sign normalization
+    flipped (the paper's argument for the reverse term)."""
+    counts = torch.stack([torch.as_tensor(st.count, dtype=steps[0].terms.policy.dtype) for st in steps])
+    share = counts / counts.sum()
+    out = {name: (torch.stack([getattr(st.terms, field) for st in steps]) * share).sum()
+           for name, field in (("policy_loss", "policy"), ("reverse_loss", "reverse"), ("value_loss", "value"),
+                               ("entropy", "entropy"))}
+    log_ratio = torch.cat([st.log_ratio for st in steps])
+    mask = None if steps[0].mask is None else torch.cat([st.mask for st in steps])
+    out["approx_kl"] = approx_kl(log_ratio, mask)
+    out["clip_fraction"] = masked_mean((torch.expm1(log_ratio).abs() > clip_range).to(log_ratio.dtype), mask)
+    out["sign_change"] = adv_ops.sign_change_share(torch.cat([st.advantages for st in steps]),
+                                                   torch.cat([st.used for st in steps]), mask)
+    return out

@@ -1,7 +1,8 @@
 """The optimizers of the gym trainers, each stepping the one flat parameter tensor of a model.
 
-``adam``: PPO's (SB3, CleanRL), eps 1e-5. ``rmsprop``: SB3's A2C default, torch's RMSprop with
-alpha 0.99, eps 1e-5; the authors' MuJoCo/Box2D A2C. ``rmsprop_tf``: TensorFlow's RMSprop, as SB3's
+``adam``: PPO's (SB3, CleanRL), eps 1e-5, torch's fused implementation on the flat tensor.
+``rmsprop``: SB3's A2C default, torch's RMSprop with alpha 0.99, eps 1e-5; the authors' MuJoCo/Box2D
+A2C. ``rmsprop_tf``: TensorFlow's RMSprop, as SB3's
 ``RMSpropTFLike`` that the authors' Atari A2C uses (Symmetric_RL hyperparams/a2c.yml:13). The two
 RMSprops differ where it matters most, in the first updates: torch starts the second moment at 0
 and adds eps after the square root, so its first step is ≈ 10·lr·sign(g) whatever the gradient's
@@ -14,7 +15,7 @@ import torch
 from torch import Tensor
 
 from symrl.config import check_choice
-from symrl.flat import FlatAdam, FlatParameters
+from symrl.flat import FlatParameters
 
 
 class FlatRMSpropTF:
@@ -43,14 +44,14 @@ class FlatRMSpropTF:
         self.param_groups[0].update(state["group"])
 
 
-Optimizer = FlatAdam | FlatRMSpropTF | torch.optim.RMSprop
+Optimizer = torch.optim.Adam | FlatRMSpropTF | torch.optim.RMSprop
 
 
 def make_optimizer(name: str, params: FlatParameters, lr: float) -> Optimizer:
     """The optimizer ``name`` (TrainConfig.optimizer) over ``params.param``."""
     check_choice("optimizer", name)
     if name == "adam":
-        return FlatAdam(params.param, lr=lr, eps=1e-5)
+        return torch.optim.Adam([params.param], lr=lr, eps=1e-5, fused=True)
     if name == "rmsprop":  # one step per A2C rollout: torch's per-call overhead does not matter
         return torch.optim.RMSprop([params.param], lr=lr, alpha=0.99, eps=1e-5)
     return FlatRMSpropTF(params.param, lr=lr, alpha=0.99, eps=1e-5)

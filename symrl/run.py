@@ -1,7 +1,7 @@
 """Run directories: config, metrics (JSONL + TensorBoard), atomic checkpoints, summary.
 
 Layout: ``<out>/<experiment>/<env>/<algo>/seed<k>/`` with config.yaml, metrics.jsonl, eval.jsonl,
-summary.json, tb/ and checkpoints/latest.pt.
+summary.json, tb/ and checkpoints/latest.pt (with latest.json, its step, for readers without torch).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import yaml
 from symrl.config import ConfigError, TrainConfig
 
 CHECKPOINT = "checkpoints/latest.pt"
+CHECKPOINT_STEP = "checkpoints/latest.json"  # {"step"} of latest.pt: a run's progress without loading it
 FAILED = "failed.json"  # {"error", "log"}: a run that stopped on an error (symrl sweep lists it as failed)
 LOG = "train.log"  # a sweep run's output
 
@@ -49,7 +51,7 @@ def non_finite(values: dict[str, float]) -> list[str]:
 def run_dir(cfg: TrainConfig) -> Path:
     """``<out>/<experiment>/<env or task>/<algo>/seed<k>``; any config with those fields (RLHF too)."""
     env_name = cfg.subject.replace("/", "-").replace(":", "-")
-    return Path(cfg.out) / cfg.experiment / env_name / cfg.algo / f"seed{cfg.seed}"
+    return Path(cfg.out) / cfg.experiment / env_name / cfg.loss.algo / f"seed{cfg.seed}"
 
 
 def atomic_write_bytes(path: Path, write) -> None:
@@ -77,15 +79,51 @@ def save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
     import torch
 
     atomic_write_bytes(directory / CHECKPOINT, lambda f: torch.save(state, f))
+    atomic_write_text(directory / CHECKPOINT_STEP, json.dumps({"step": state.get("step")}) + "\n")
 
 
 def load_checkpoint(directory: Path) -> dict[str, Any] | None:
+    """The run's latest checkpoint, or None. Read with ``weights_only=True``: a checkpoint holds only
+    tensors and plain values (dicts, lists, strings, numbers), so opening someone else's run dir
+    cannot run code from it; one holding any other Python object is refused in one line."""
+    import pickle
+
     import torch
 
     path = directory / CHECKPOINT
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, KeyError, RuntimeError, ValueError) as err:
+        raise ConfigError(_why_unloadable(path, err)) from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path}: not a symrl checkpoint (holds a {type(state).__name__}, not a dict); "
+                          "start the run over with --force")
+    return state
+
+
+def _why_unloadable(path: Path, err: BaseException) -> str:
+    """The Python objects a checkpoint names (listed by scanning it, never imported), or that it is no
+    checkpoint (torn, truncated, or not written by ``torch.save``)."""
+    import pickle
+
+    import torch
+
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except (EOFError, KeyError, RuntimeError, ValueError):
+        names = []
+    if names:
+        return (f"{path}: refused: it holds Python objects ({', '.join(names)}) that loading would have to run "
+                "as code; allowed: tensors and plain values, as symrl writes them (a checkpoint of an older "
+                "symrl: start the run over with --force)")
+    lines = str(err).strip().splitlines()
+    if isinstance(err, pickle.UnpicklingError) or not lines:  # torch's text would suggest weights_only=False
+        detail = type(err).__name__
+    else:
+        detail = f"{type(err).__name__}: {lines[0]}"
+    return f"{path}: not a readable checkpoint ({detail}); start the run over with --force"
 
 
 def read_config_and_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -115,6 +153,42 @@ def read_jsonl(path: Path) -> list[dict]:
 def read_summary(directory: Path) -> dict | None:
     path = directory / "summary.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What a run dir says of its run, from three small files: summary.json, failed.json and the
+    checkpoint's step (``{}`` for a checkpoint written before its step was, None without one)."""
+
+    summary: dict[str, Any] | None
+    failure: dict[str, Any] | None
+    checkpoint: dict[str, Any] | None
+
+    @property
+    def status(self) -> str:
+        """finished, failed, partial (a checkpoint to resume from) or new. A finished summary wins over
+        a failure marker: the marker is then from an earlier attempt that a later one made good."""
+        if self.summary and self.summary.get("finished"):
+            return "finished"
+        if self.failure is not None:
+            return "failed"
+        return "partial" if self.checkpoint is not None else "new"
+
+    @property
+    def checkpoint_step(self) -> int | None:
+        return self.checkpoint.get("step") if self.checkpoint else None
+
+
+def run_state(directory: Path) -> RunState:
+    """The state of the run in ``directory`` (which need not exist), read without torch."""
+    failed, step = directory / FAILED, directory / CHECKPOINT_STEP
+    if step.exists():
+        checkpoint = json.loads(step.read_text())
+    else:
+        checkpoint = {} if (directory / CHECKPOINT).exists() else None
+    return RunState(summary=read_summary(directory),
+                    failure=json.loads(failed.read_text()) if failed.exists() else None,
+                    checkpoint=checkpoint)
 
 
 class RunDirectory:

@@ -18,9 +18,11 @@ A spec (see ``sweeps/``)::
     exclude: [{preset: classic-sppo, seed: 2}]   # optional: drop grid runs matching every key given
     include: [{env: Acrobot-v1, seed: 0}]        # optional: extra runs (base + the mapping), as is
 
-Precedence: defaults ← preset ← base ← the run's own values. An axis value that is not a list is a
-single value, so a list-valued setting needs its own brackets (``net.hidden: [[64, 64]]``).
-Relative ``out`` paths are relative to where ``symrl sweep`` runs, as for ``symrl train``.
+Precedence: defaults ← preset ← base ← the run's own values ← ``key=value`` overrides given to
+``symrl sweep SPEC key=value ...`` (applied to every run, as ``symrl train PRESET key=value`` does).
+An axis value that is not a list is a single value, so a list-valued setting needs its own brackets
+(``net.hidden: [[64, 64]]``). Relative ``out`` paths are relative to where ``symrl sweep`` runs, as
+for ``symrl train``.
 
 Every run needs its own run dir (``out/experiment/env/algo/seed<k>``): when the spec varies a
 key the path does not show (noise, discretize, lr, ...) the experiment must name it, for example
@@ -28,24 +30,30 @@ key the path does not show (noise, discretize, lr, ...) the experiment must name
 listed twice runs once. The whole spec is validated before anything runs.
 
 Running: finished runs (summary.json) are skipped, others train and resume from their checkpoint
-(``train`` does that). A run's output goes to ``<run_dir>/train.log``; a crash is recorded in
+(``train`` does that); what a run dir holds is read by ``symrl.run.run_state``, as ``symrl report``
+reads it. A run's output is appended to ``<run_dir>/train.log``; a crash is recorded in
 ``<run_dir>/failed.json`` ({"error", "log"}) while the other runs go on, and a later successful
-rerun removes it. The local backend keeps ``workers`` spawned processes; a run that kills its process (out of
-memory, a crash in native environment code) is that run's recorded failure and the process is
-replaced, where a ``ProcessPoolExecutor`` would break as a whole and fail every pending run.
-The Ray backend (``pip install 'symrl[ray]'``) submits the same runs as tasks of one CPU each to
-the cluster at ``RAY_ADDRESS``, or to a local Ray; there ``out`` must be a folder every node sees.
+rerun removes it. The local backend runs each run in a process of its own (``python -m
+symrl.sweep``), at most ``workers`` at a time, its output sent to the log by the process launch
+itself: a run that kills its process (out of memory, a crash in native environment code) is that
+run's recorded failure and nothing else, and Ctrl-C reaches every run, each resumable from its
+checkpoint. The Ray backend (``pip install 'symrl[ray]'``) submits the same runs as tasks of one
+CPU each to the cluster at ``RAY_ADDRESS``, or to a local Ray, and trains them inside the tasks;
+there ``out`` must be a folder every node sees.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import itertools
 import json
 import os
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections import deque
@@ -53,17 +61,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from multiprocessing import get_context
-from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from symrl.config import ConfigError, TrainConfig, build_config, known_keys, load_yaml, resolve
+from symrl.config import ConfigError, TrainConfig, build_config, load_yaml, resolve, set_key
 from symrl.llm.config import RLHFConfig, build_rlhf_config, resolve_rlhf
 from symrl.report.render import number
-from symrl.run import FAILED, LOG, load_checkpoint, read_summary, record_failure, run_dir
+from symrl.run import FAILED, LOG, RunState, atomic_write_text, record_failure, run_dir, run_state
 
 SPEC_KEYS: dict[str, type] = {"description": str, "command": str, "preset": str, "base": dict, "grid": dict, "grids": list,
                               "include": list, "exclude": list}
@@ -86,9 +92,10 @@ class Run:
         return run_dir(self.cfg)
 
 
-def load_sweep(path: Path) -> list[Run]:
-    """The runs of the spec in ``path``, every one validated; a ConfigError names what is wrong."""
-    return expand(load_spec(path), str(path))
+def load_sweep(path: Path, overrides: dict[str, Any] | None = None) -> list[Run]:
+    """The runs of the spec in ``path``, ``overrides`` (``parse_overrides``) applied to each, every one
+    validated; a ConfigError names what is wrong."""
+    return expand(load_spec(path), str(path), overrides)
 
 
 def load_spec(path: Path) -> dict[str, Any]:
@@ -117,11 +124,13 @@ def load_spec(path: Path) -> dict[str, Any]:
     return spec
 
 
-def expand(spec: dict[str, Any], origin: str) -> list[Run]:
-    """Grid points (minus exclusions) then inclusions, each resolved by ``build_config``."""
-    runs = [_make_run(spec, point, _label(point), origin) for point in _grid_points(spec, origin)]
+def expand(spec: dict[str, Any], origin: str, overrides: dict[str, Any] | None = None) -> list[Run]:
+    """Grid points (minus exclusions) then inclusions, each resolved by ``build_config`` with the
+    ``overrides`` last; exclusions match the resolved settings, overrides included."""
+    overrides = overrides or {}
+    runs = [_make_run(spec, point, _label(point), origin, overrides) for point in _grid_points(spec, origin)]
     runs = _exclude(runs, spec.get("exclude") or [], origin)
-    runs += [_make_run(spec, entry, f"include[{i}] {_label(entry)}", origin)
+    runs += [_make_run(spec, entry, f"include[{i}] {_label(entry)}", origin, overrides)
              for i, entry in enumerate(spec.get("include") or [])]
     if not runs:
         raise ConfigError(f"{origin}: the spec has no runs; give grid, grids or include")
@@ -151,12 +160,13 @@ def _label(values: dict[str, Any]) -> str:
     return " ".join(f"{key}={value}" for key, value in values.items())
 
 
-def _make_run(spec: dict[str, Any], values: dict[str, Any], label: str, origin: str) -> Run:
+def _make_run(spec: dict[str, Any], values: dict[str, Any], label: str, origin: str,
+              overrides: dict[str, Any]) -> Run:
     preset = values.get("preset", spec.get("preset"))
-    overrides = {**(spec.get("base") or {}), **{str(k): v for k, v in values.items() if k != "preset"}}
+    settings = {**(spec.get("base") or {}), **{str(k): v for k, v in values.items() if k != "preset"}, **overrides}
     build = COMMANDS[spec.get("command", "train")]
     try:
-        cfg = _format_experiment(build(preset, overrides), preset)
+        cfg = _format_experiment(build(preset, settings), preset)
     except ConfigError as err:
         raise ConfigError(f"{origin}: run {label}: {err}") from None
     return Run(cfg, preset, label)
@@ -166,40 +176,51 @@ def _format_experiment(cfg: TrainConfig | RLHFConfig, preset: str | None) -> Tra
     """``experiment: "lite-{noise}"`` → "lite-gaussian": runs that differ off the run-dir path
     still get their own dirs, with names that say why."""
     template = cfg.experiment
-    settings = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     try:
-        name = template.format(preset=preset, **settings)
+        name = template.format(preset=preset, **_template_names(cfg))
     except KeyError as err:
         raise ConfigError(f"experiment: the template {template!r} names {err}, which is not a setting; "
-                          "allowed: {preset} or any key of the run's config, e.g. {noise}") from None
+                          "allowed: {preset} or any key of the run's config, e.g. {noise} or {net.hidden}") from None
     except (ValueError, IndexError, AttributeError) as err:
         raise ConfigError(f"experiment: bad template {template!r} ({err})") from None
     resolver = resolve_rlhf if isinstance(cfg, RLHFConfig) else resolve
     return cfg if name == template else resolver(dataclasses.replace(cfg, experiment=name))
 
 
-def _setting(run: Run, key: str) -> Any:
-    if key == "preset":
-        return run.preset
-    value: Any = run.cfg
-    for part in key.split("."):
-        value = getattr(value, part)
-    return value
+def _template_names(cfg: TrainConfig | RLHFConfig) -> dict[str, Any]:
+    """The names a template may use: every top-level setting ({net.hidden} reaches into a block), and
+    the settings of nested blocks by their own names too where that is unambiguous ({beta})."""
+    top = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    nested: dict[str, list[Any]] = {}
+    for block in (value for value in top.values() if dataclasses.is_dataclass(value)):
+        for f in dataclasses.fields(block):
+            nested.setdefault(f.name, []).append(getattr(block, f.name))
+    return {**{name: values[0] for name, values in nested.items() if len(values) == 1}, **top}
 
 
 def _matches(run: Run, pattern: dict[str, Any]) -> bool:
-    return all(_setting(run, key) == value for key, value in pattern.items())
+    """Whether the run has every setting of ``pattern``: setting a key (any form ``set_key`` takes, its
+    value converted as on the command line) to the pattern's value leaves the run's config as it is."""
+    for key, value in pattern.items():
+        if key == "preset":
+            if run.preset != value:
+                return False
+            continue
+        probe = copy.deepcopy(run.cfg)
+        set_key(probe, key, value)
+        if probe != run.cfg:
+            return False
+    return True
 
 
 def _exclude(runs: list[Run], patterns: list[dict[str, Any]], origin: str) -> list[Run]:
     """Drop runs whose resolved settings match every key of a pattern; a pattern that matches
     nothing is an error, because it is almost always a typo (Walker2d-v5 for Walker2d-v4)."""
-    keys = known_keys(type(runs[0].cfg)) if runs else []
     for i, pattern in enumerate(patterns):
-        for key in pattern:
-            if key != "preset" and key not in keys:
-                raise ConfigError(f"{origin}: exclude[{i}]: unknown key '{key}'; allowed: preset or a key of the config")
-        kept = [run for run in runs if not _matches(run, pattern)]
+        try:
+            kept = [run for run in runs if not _matches(run, pattern)]
+        except ConfigError as err:
+            raise ConfigError(f"{origin}: exclude[{i}]: {err}") from None
         if len(kept) == len(runs):
             raise ConfigError(f"{origin}: exclude[{i}] ({_label(pattern)}) matches no run of the grid")
         runs = kept
@@ -255,48 +276,25 @@ def _check_run_dirs_free(runs: list[Run]) -> None:
 
 # ---------------------------------------------------------------- the state of a run on disk
 
-@dataclass(frozen=True)
-class RunState:
-    """What a run dir says: finished (summary.json), failed (failed.json), partial (a checkpoint) or new."""
-
-    summary: dict[str, Any] | None
-    failure: dict[str, Any] | None
-    checkpoint_step: int | None
-
-    @property
-    def finished(self) -> bool:
-        return bool(self.summary and self.summary.get("finished"))
-
-    @property
-    def kind(self) -> str:
-        if self.finished:
-            return "finished"
-        if self.failure:
-            return "failed"
-        return "partial" if self.checkpoint_step is not None else "new"
-
-    def detail(self) -> str:
-        if self.finished:
-            return f"final eval {number(self.summary['final_eval_mean'])}"
-        if self.failure:
-            log = self.failure.get("log")
-            return f"{self.failure['error']}" + (f" (log: {log})" if log else "")
-        return f"checkpoint at step {self.checkpoint_step}" if self.checkpoint_step is not None else ""
+def describe(state: RunState) -> str:
+    """The line ``--dry-run`` shows after a run's state: its final eval, error or checkpoint."""
+    status = state.status
+    if status == "finished":
+        return f"final eval {number(state.summary['final_eval_mean'])}"
+    if status == "failed":
+        log = state.failure.get("log")
+        return f"{state.failure['error']}" + (f" (log: {log})" if log else "")
+    if status == "partial":
+        step = state.checkpoint_step
+        return f"checkpoint at step {step}" if step is not None else "a checkpoint"
+    return ""
 
 
-def read_state(path: Path) -> RunState:
-    summary = read_summary(path)
-    failed = path / FAILED
-    failure = json.loads(failed.read_text()) if failed.exists() else None
-    checkpoint = None if summary and summary.get("finished") else load_checkpoint(path)
-    return RunState(summary, failure, checkpoint["step"] if checkpoint else None)
-
-
-# ---------------------------------------------------------------- one run, in a worker
+# ---------------------------------------------------------------- one run
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a worker reports about one run; small and picklable, it crosses process boundaries."""
+    """What became of one run; small, it crosses process boundaries (as JSON, or pickled by Ray)."""
 
     ok: bool
     final_eval: float | None = None
@@ -304,8 +302,8 @@ class Outcome:
 
 
 def execute(cfg: TrainConfig | RLHFConfig) -> Outcome:
-    """Train (or resume) one run in this process, its output appended to ``<run_dir>/train.log``;
-    an exception becomes a failed Outcome with the traceback in the log, so the sweep goes on."""
+    """Train (or resume) one run in this process, printing to this process's output; an exception
+    becomes a failed Outcome with the traceback printed, so the sweep goes on."""
     import torch
 
     if isinstance(cfg, RLHFConfig):
@@ -314,19 +312,117 @@ def execute(cfg: TrainConfig | RLHFConfig) -> Outcome:
         from symrl.algos.onpolicy import train
 
     torch.set_num_threads(1)
-    with _output_to(run_dir(cfg) / LOG):
-        print(f"--- symrl sweep, {datetime.now():%Y-%m-%d %H:%M:%S}, pid {os.getpid()} ---", flush=True)
-        try:
-            summary = train(cfg, progress=False)
-        except Exception as err:
-            traceback.print_exc()
-            return Outcome(False, error=_one_line(err))
+    print(f"--- symrl sweep, {datetime.now():%Y-%m-%d %H:%M:%S}, pid {os.getpid()} ---", flush=True)
+    try:
+        summary = train(cfg, progress=False)
+    except Exception as err:
+        traceback.print_exc()
+        return Outcome(False, error=_one_line(err))
     return Outcome(True, final_eval=summary["final_eval_mean"])
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(f"{type(err).__name__}: {err}".split())
+
+
+def _command(cfg: TrainConfig | RLHFConfig) -> str:
+    return "rlhf" if isinstance(cfg, RLHFConfig) else "train"
+
+
+def _run_main(argv: list[str]) -> int:
+    """The process of one local run, ``python -m symrl.sweep JOB OUTCOME``: JOB holds the run's command
+    and resolved config (JSON), the Outcome goes to OUTCOME. Output is already the run's log."""
+    job_file, outcome_file = map(Path, argv)
+    job = json.loads(job_file.read_text())
+    try:
+        outcome = execute(COMMANDS[job["command"]](None, job["config"]))
+    except KeyboardInterrupt:
+        return 130  # Ctrl-C: the sweep stops, the run resumes from its checkpoint next time
+    atomic_write_text(outcome_file, json.dumps(dataclasses.asdict(outcome)))
+    return 0 if outcome.ok else 1
+
+
+# ---------------------------------------------------------------- backends
+
+OnDone = Callable[[Run, Outcome], None]
+POLL_S = 0.2  # how often the local backend looks for a run that ended; runs last seconds to days
+STOP_GRACE_S = 10  # after Ctrl-C, how long a run may take to exit (closing envs) before it is killed
+
+
+class _RunProcess:
+    """One run training in a process of its own, its output appended to ``<run_dir>/train.log``."""
+
+    def __init__(self, run: Run, scratch: Path):
+        self.run = run
+        job = scratch / "job.json"
+        self.outcome_file = scratch / "outcome.json"
+        scratch.mkdir()
+        job.write_text(json.dumps({"command": _command(run.cfg), "config": run.cfg.to_dict()}))
+        run.path.mkdir(parents=True, exist_ok=True)
+        with open(run.path / LOG, "a") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "symrl.sweep", str(job), str(self.outcome_file)],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         env=_run_environment())
+
+    def outcome(self) -> Outcome:
+        """Once the process has exited: the run's result, or, if the process died, a failure that says how."""
+        if self.outcome_file.exists():
+            return Outcome(**json.loads(self.outcome_file.read_text()))
+        code = self.proc.returncode
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        return Outcome(False, error=f"the run's process died ({how}) before reporting a result; SIGKILL is often "
+                                    "the out-of-memory killer")
+
+    def stop(self) -> None:
+        """Ctrl-C in a terminal reaches the run's process too; let it exit, or end it."""
+        try:
+            self.proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _run_environment() -> dict[str, str]:
+    """This process's environment and module path (a spec's ``env: my_module:MyEnv-v0`` imports in the
+    run's process as it did when the spec was checked here), one torch thread per run unless set."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["PYTHONPATH"] = os.pathsep.join(path for path in sys.path if path)
+    return env
+
+
+def _next_exited(running: list[_RunProcess]) -> _RunProcess:
+    while True:
+        for process in running:
+            if process.proc.poll() is not None:
+                return process
+        time.sleep(POLL_S)
+
+
+def run_local(runs: list[Run], workers: int, on_done: OnDone) -> None:
+    """Each run in its own process, at most ``workers`` at a time; a process that dies is that run's
+    failure, and the next run starts in its place."""
+    queue = deque(runs)
+    running: list[_RunProcess] = []
+    with tempfile.TemporaryDirectory(prefix="symrl-sweep-") as scratch:
+        try:
+            started = 0
+            while queue or running:
+                while queue and len(running) < workers:
+                    running.append(_RunProcess(queue.popleft(), Path(scratch) / str(started)))
+                    started += 1
+                done = _next_exited(running)
+                running.remove(done)
+                on_done(done.run, done.outcome())
+        finally:
+            for process in running:
+                process.stop()
 
 
 @contextmanager
 def _output_to(log: Path) -> Iterator[None]:
-    """Point file descriptors 1 and 2 at ``log``: output from C code and subprocesses lands there too."""
+    """Point file descriptors 1 and 2 at ``log`` for a run trained inside a Ray task: output from C code
+    and subprocesses lands there too."""
     log.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -339,93 +435,18 @@ def _output_to(log: Path) -> Iterator[None]:
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
-            for fd, copy in zip((1, 2), saved):
-                os.dup2(copy, fd)
-                os.close(copy)
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(f"{type(err).__name__}: {err}".split())
-
-
-# ---------------------------------------------------------------- backends
-
-OnDone = Callable[[Run, Outcome], None]
-
-
-def _serve(conn: Connection) -> None:
-    """A worker process: a config in, an Outcome out, until the parent sends None."""
-    try:
-        while (cfg := conn.recv()) is not None:
-            conn.send(execute(cfg))
-    except KeyboardInterrupt:
-        pass  # Ctrl-C reaches every worker; the parent says how to resume
-
-
-class _Worker:
-    """One spawned worker process and the run it is busy with."""
-
-    def __init__(self, ctx: Any):
-        self.conn, child = ctx.Pipe()
-        # not a daemon: vec_env=async runs start subprocesses of their own
-        self.proc = ctx.Process(target=_serve, args=(child,), name="symrl-sweep-worker")
-        self.proc.start()
-        child.close()  # so that the worker's death reads as end-of-file here
-        self.run: Run | None = None
-
-    def start(self, run: Run) -> None:
-        self.run = run
-        self.conn.send(run.cfg)
-
-    def outcome(self) -> Outcome:
-        """The run's result, or, if the process died, a failure that says how."""
-        try:
-            return self.conn.recv()
-        except EOFError:
-            self.proc.join()
-            code = self.proc.exitcode
-            how = f"killed by {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
-            return Outcome(False, error=f"the worker process died ({how}); SIGKILL is often the out-of-memory killer")
-
-    def stop(self) -> None:
-        if self.run is None and self.proc.is_alive():
-            self.conn.send(None)
-        self.proc.join(timeout=5)  # after Ctrl-C a busy worker is exiting too; let it clean up
-        if self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join()
-
-
-def run_local(runs: list[Run], workers: int, on_done: OnDone) -> None:
-    """``workers`` spawned processes, each training one run at a time and reused for the next; a
-    worker that dies is that run's failure and is replaced, so the others go on."""
-    ctx = get_context("spawn")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # read by torch at import in the workers
-    queue = deque(runs)
-    pool = [_Worker(ctx) for _ in range(min(workers, len(runs)))]
-    try:
-        while queue or any(w.run is not None for w in pool):
-            for worker in pool:
-                if worker.run is None and queue:
-                    worker.start(queue.popleft())
-            for conn in wait([w.conn for w in pool if w.run is not None]):
-                worker = next(w for w in pool if w.conn is conn)
-                outcome = worker.outcome()
-                if not worker.proc.is_alive():
-                    pool.remove(worker)
-                    if queue:
-                        pool.append(_Worker(ctx))
-                on_done(worker.run, outcome)
-                worker.run = None
-    finally:
-        for worker in pool:
-            worker.stop()
+            for fd, kept in zip((1, 2), saved):
+                os.dup2(kept, fd)
+                os.close(kept)
 
 
 def _execute_in(cwd: str, cfg: TrainConfig | RLHFConfig) -> Outcome:
-    """Ray workers do not start in the driver's folder; a relative ``out`` must mean the same there."""
+    """A Ray task. It trains in the task's own process, so that Ray's cancellation and shutdown end the
+    training, and Ray workers do not start in the driver's folder: a relative ``out`` must mean the
+    same there."""
     os.chdir(cwd)
-    return execute(cfg)
+    with _output_to(run_dir(cfg) / LOG):
+        return execute(cfg)
 
 
 def ray_backend() -> Callable[[list[Run], int, OnDone], None]:
@@ -462,7 +483,7 @@ class Progress:
 
     def __init__(self, todo: list[tuple[Run, RunState]]):
         self.total = len(todo)
-        self.resuming = {run.path for run, state in todo if state.checkpoint_step is not None}
+        self.resuming = {run.path for run, state in todo if state.checkpoint is not None}
         self.ran = self.resumed = 0
         self.failed: list[tuple[Run, str]] = []
 
@@ -484,18 +505,20 @@ class Progress:
         print(f"[{done:>{width}}/{self.total}] {run.path}  {result}", flush=True)
 
 
-def run_sweep(spec: Path, workers: int = 1, backend: str = "local", dry_run: bool = False) -> int:
-    """``symrl sweep``: 0 when every run finished, 1 when any failed; bad input raises ConfigError."""
+def run_sweep(spec: Path, workers: int = 1, backend: str = "local", dry_run: bool = False,
+              overrides: dict[str, Any] | None = None) -> int:
+    """``symrl sweep``: 0 when every run finished, 1 when any failed; bad input raises ConfigError.
+    ``overrides`` (``parse_overrides``) apply to every run, after the spec's own values."""
     if workers < 1:
         raise ConfigError(f"--workers: got {workers}, allowed: an integer >= 1")
-    runs = load_sweep(spec)
+    runs = load_sweep(spec, overrides)
     _check_run_dirs_free(runs)
-    states = [read_state(run.path) for run in runs]
+    states = [run_state(run.path) for run in runs]
     if dry_run:
         print_plan(spec, runs, states)
         return 0
     execute_all = ray_backend() if backend == "ray" else run_local
-    todo = [(run, state) for run, state in zip(runs, states) if not state.finished]
+    todo = [(run, state) for run, state in zip(runs, states) if state.status != "finished"]
     skipped = len(runs) - len(todo)
     progress = Progress(todo)
     print(f"sweep {spec}: {len(runs)} runs, {len(todo)} to run ({len(progress.resuming)} from a checkpoint), "
@@ -514,7 +537,11 @@ def print_plan(spec: Path, runs: list[Run], states: list[RunState]) -> None:
     """--dry-run: every run with its state on disk, and the counts."""
     print(f"sweep {spec}: {len(runs)} runs")
     for run, state in zip(runs, states):
-        detail = state.detail()
-        print(f"  {state.kind:<8} {run.path}" + (f"  {detail}" if detail else ""))
-    counts = {kind: sum(s.kind == kind for s in states) for kind in ("new", "partial", "finished", "failed")}
-    print(", ".join(f"{n} {kind}" for kind, n in counts.items()) + "; nothing run (--dry-run)")
+        detail = describe(state)
+        print(f"  {state.status:<8} {run.path}" + (f"  {detail}" if detail else ""))
+    counts = {status: sum(s.status == status for s in states) for status in ("new", "partial", "finished", "failed")}
+    print(", ".join(f"{n} {status}" for status, n in counts.items()) + "; nothing run (--dry-run)")
+
+
+if __name__ == "__main__":
+    sys.exit(_run_main(sys.argv[1:]))

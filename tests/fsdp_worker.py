@@ -18,7 +18,7 @@ from torch.distributed.fsdp import FSDPModule, fully_shard
 from symrl.llm.config import PolicyConfig
 from symrl.llm.policy import Reference, build_actor_critic
 from symrl.run import load_checkpoint, save_checkpoint
-from symrl.llm.sharding import load_whole_optimizer_state, whole_optimizer_state
+from symrl.llm.distributed import load_whole_optimizer_state, whole_optimizer_state
 
 
 def shard(actor, mesh):

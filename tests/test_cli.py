@@ -61,7 +61,7 @@ def test_explain_reports_the_effective_multiplier(capsys):
     assert "= 20.5" in out and "scaled_ppo" in out
     assert main(["explain", "algo=sa2c", "alpha=0.5", "beta=1", "Z=-2"]) == 0
     assert "π(a|s)" in capsys.readouterr().out
-    assert main(["explain", "algo=sppo", "alpha=0.5", "beta=1", "reverse=mae"]) == 0
+    assert main(["explain", "algo=sppo", "alpha=0.5", "beta=1", "reverse_kind=mae"]) == 0
     assert "= 2.5" in capsys.readouterr().out
 
 
@@ -71,12 +71,16 @@ def test_presets_are_listed_with_sources(capsys):
     assert "classic-ppo" in out and "source:" in out
 
 
-def test_train_then_eval_the_latest_checkpoint(capsys, tmp_path):
+def test_train_then_eval_the_latest_checkpoint(capsys, tmp_path, monkeypatch):
     args = ["train", "env=CartPole-v1", "n_envs=2", "n_steps=32", "total_steps=128", "eval_episodes=2",
             f"out={tmp_path}"]
     assert main(args) == 0
     capsys.readouterr()
     run = tmp_path / "default/CartPole-v1/ppo/seed0"
+    from symrl.algos import onpolicy
+
+    for builder in ("make_vec_env", "make_optimizer"):  # evaluation builds no training envs, no optimizer
+        monkeypatch.setattr(onpolicy, builder, lambda *args: pytest.fail(f"symrl eval called {builder}"))
     assert main(["eval", str(run), "--episodes", "3", "--stochastic"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["episodes"] == 3 and row["deterministic"] is False and row["checkpoint_step"] == 128

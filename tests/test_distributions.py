@@ -28,8 +28,6 @@ def test_categorical_matches_torch():
     ours, ref = Categorical(logits), td.Categorical(logits=logits)
     torch.testing.assert_close(ours.log_prob(actions), ref.log_prob(actions))
     torch.testing.assert_close(ours.entropy(), ref.entropy())
-    torch.testing.assert_close(ours.prob(actions), ours.log_prob(actions).exp(), rtol=0, atol=0)
-    assert torch.equal(ours.mode(), logits.argmax(-1))
     assert ours.log_prob(actions).shape == (32,)
 
 
@@ -41,11 +39,9 @@ def test_multicategorical_matches_torch():
     ref = td.Independent(td.Categorical(logits=logits), 1)
     torch.testing.assert_close(ours.log_prob(actions), ref.log_prob(actions))
     torch.testing.assert_close(ours.entropy(), ref.entropy())
-    torch.testing.assert_close(ours.prob(actions), ours.log_prob(actions).exp(), rtol=0, atol=0)
     # joint probability = product over dimensions
     per_dim = td.Categorical(logits=logits).log_prob(actions).exp()
-    torch.testing.assert_close(ours.prob(actions), per_dim.prod(-1))
-    assert torch.equal(ours.mode(), logits.argmax(-1))
+    torch.testing.assert_close(ours.log_prob(actions).exp(), per_dim.prod(-1))
 
 
 def test_diag_gaussian_matches_torch():
@@ -57,8 +53,6 @@ def test_diag_gaussian_matches_torch():
     ref = td.Independent(td.Normal(mean, log_std.exp().expand_as(mean)), 1)
     torch.testing.assert_close(ours.log_prob(actions), ref.log_prob(actions))
     torch.testing.assert_close(ours.entropy(), ref.entropy())
-    torch.testing.assert_close(ours.prob(actions), ours.log_prob(actions).exp(), rtol=0, atol=0)
-    assert torch.equal(ours.mode(), mean)
 
 
 # --------------------------------------------------------------------------- sampling (HeadSpec.act)
@@ -141,7 +135,7 @@ def test_head_spec_multidiscrete_unequal_nvec():
     # valid choices share the logit 0 in dims 0 and 2 -> uniform over 3 and 2; dim 1 uniform over 5
     torch.testing.assert_close(ent, torch.full((5000,), math.log(3) + math.log(5) + math.log(2)))
     assert torch.isfinite(dist.log_prob(a)).all()
-    torch.testing.assert_close(dist.prob(a), torch.full((5000,), 1 / 30))
+    torch.testing.assert_close(dist.log_prob(a).exp(), torch.full((5000,), 1 / 30))
     # gradients stay finite through the padding
     leaf = torch.randn(4, 15, dtype=DT, requires_grad=True)
     d = spec.distribution(leaf)

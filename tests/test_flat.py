@@ -51,25 +51,28 @@ def test_parameters_and_gradients_live_in_the_flat_buffers():
     assert torch.equal(torch.cat([p.reshape(-1) for p in net.parameters()]), flat.param)
 
 
-def test_flat_adam_is_torch_adam_and_round_trips():
-    from symrl.flat import FlatAdam
+def test_fused_adam_on_the_flat_buffer_is_torch_adam_per_layer_and_keeps_the_aliasing():
+    """The gym trainers' Adam (fused, on the one flat tensor) moves every layer exactly as torch's
+    per-layer Adam would, and the module's parameters still live in the flat buffer afterwards."""
+    from symrl.optim import make_optimizer
 
-    ref = torch.nn.Parameter(torch.randn(50, generator=torch.Generator().manual_seed(0)))
-    ours = torch.nn.Parameter(ref.detach().clone())
-    torch_adam = torch.optim.Adam([ref], lr=3e-3, eps=1e-5, foreach=False)
-    flat_adam = FlatAdam(ours, lr=3e-3, eps=1e-5)
-    gen = torch.Generator().manual_seed(1)
+    net, reference = _net(), _net()
+    flat = FlatParameters(net)
+    ours = make_optimizer("adam", flat, 3e-3)
+    theirs = torch.optim.Adam(reference.parameters(), lr=3e-3, eps=1e-5, foreach=False)
+    x = torch.randn(16, 5, generator=torch.Generator().manual_seed(1))
     for i in range(20):
-        grad = torch.randn(50, generator=gen)
-        ref.grad, ours.grad = grad.clone(), grad.clone()
-        if i == 10:  # a schedule changes the learning rate through param_groups, as with torch's
-            torch_adam.param_groups[0]["lr"] = flat_adam.param_groups[0]["lr"] = 1e-3
-        torch_adam.step()
-        flat_adam.step()
-    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-7)
-    clone = FlatAdam(torch.nn.Parameter(ours.detach().clone()), lr=1.0)
-    clone.load_state_dict(flat_adam.state_dict())
-    ours.grad = clone.param.grad = torch.ones(50)
-    flat_adam.step()
-    clone.step()
-    assert torch.equal(clone.param, ours)
+        for model, optimizer in ((net, ours), (reference, theirs)):
+            if i == 10:  # a schedule changes the learning rate through param_groups
+                optimizer.param_groups[0]["lr"] = 1e-3
+            if model is net:
+                flat.zero_grad()
+            else:
+                optimizer.zero_grad()
+            model(x).pow(2).mean().backward()
+            optimizer.step()
+    for mine, ref in zip(net.parameters(), reference.parameters()):
+        torch.testing.assert_close(mine, ref, rtol=1e-5, atol=1e-6)
+    start, end = flat.param.data_ptr(), flat.param.data_ptr() + flat.param.numel() * flat.param.element_size()
+    assert all(start <= p.data_ptr() < end for p in net.parameters())
+    assert torch.equal(torch.cat([p.reshape(-1) for p in net.parameters()]), flat.param)

@@ -8,7 +8,7 @@ import torch
 
 from symrl.llm.policy import POLICY_ADAPTER, VALUE_ADAPTER, build_actor_critic, load_causal_lm, window_logits
 from symrl.llm.tasks import iteration_examples
-from tests.test_llm_trainer import _cfg, _trainer, lm_setup, monkeypatch_module  # noqa: F401  (fixtures)
+from tests.helpers import rlhf_cfg, rlhf_trainer
 
 ADAPTER_CRITIC = {"policy.lora_r": 4, "policy.lora_alpha": 8, "policy.value_head": "adapter", "weight_decay": 0.0}
 
@@ -31,8 +31,8 @@ def _snapshot(module) -> dict[str, torch.Tensor]:
 
 
 def test_adapter_critic_is_a_second_trainable_adapter_in_the_optimizer(lm_setup, tmp_path):
-    trainer = _trainer(_cfg(lm_setup, tmp_path, **ADAPTER_CRITIC))
-    model = trainer.model
+    trainer = rlhf_trainer(rlhf_cfg(lm_setup, tmp_path, **ADAPTER_CRITIC))
+    model = trainer.agent.model
     assert set(model.lm.peft_config) == {POLICY_ADAPTER, VALUE_ADAPTER} and model.critic is None
     policy, value = _adapter_params(model.lm, POLICY_ADAPTER), _adapter_params(model.lm, VALUE_ADAPTER)
     assert policy and value and all(p.requires_grad for p in [*policy.values(), *value.values()])
@@ -42,9 +42,9 @@ def test_adapter_critic_is_a_second_trainable_adapter_in_the_optimizer(lm_setup,
 
 
 def test_each_forward_runs_with_its_own_adapter_and_the_reference_with_none(lm_setup, tmp_path):
-    cfg = _cfg(lm_setup, tmp_path, **ADAPTER_CRITIC)
-    trainer = _trainer(cfg)
-    model = trainer.model.eval()
+    cfg = rlhf_cfg(lm_setup, tmp_path, **ADAPTER_CRITIC)
+    trainer = rlhf_trainer(cfg)
+    model = trainer.agent.model.eval()
     batch = trainer.collect(iteration_examples(trainer.train_examples, 0, 4, 0)).batch
     args = (batch.input_ids, batch.attention_mask, batch.start)
     base = load_causal_lm(cfg.policy.model, "policy.model").eval()
@@ -71,10 +71,10 @@ def test_value_and_policy_losses_move_only_their_own_adapter(lm_setup, tmp_path,
     weight as it was while the value adapter and head move; with the policy loss alone (vf 0) the
     value adapter and head stay."""
     weights = {"alpha": 0.0, "vf_coef": 0.5} if only == "value" else {"vf_coef": 0.0}
-    cfg = _cfg(lm_setup, tmp_path, n_epochs=1, minibatch_size=8, target_coef=0.0, experiment=only,
+    cfg = rlhf_cfg(lm_setup, tmp_path, n_epochs=1, minibatch_size=8, target_coef=0.0, experiment=only,
                **ADAPTER_CRITIC, **weights)
-    trainer = _trainer(cfg)
-    model = trainer.model
+    trainer = rlhf_trainer(cfg)
+    model = trainer.agent.model
     _perturb(model.lm, POLICY_ADAPTER, 3)  # nonzero B: gradients reach both A and B
     _perturb(model.lm, VALUE_ADAPTER, 4)
     rollout = trainer.collect(iteration_examples(trainer.train_examples, 0, cfg.rollouts, 0))
@@ -91,8 +91,8 @@ def test_value_and_policy_losses_move_only_their_own_adapter(lm_setup, tmp_path,
 
 
 def test_adapter_critic_checkpoint_round_trips_both_adapters_and_the_head(lm_setup, tmp_path):
-    cfg = _cfg(lm_setup, tmp_path, **ADAPTER_CRITIC)
-    model = _trainer(cfg).model.eval()
+    cfg = rlhf_cfg(lm_setup, tmp_path, **ADAPTER_CRITIC)
+    model = rlhf_trainer(cfg).agent.model.eval()
     _perturb(model.lm, POLICY_ADAPTER, 5)
     _perturb(model.lm, VALUE_ADAPTER, 6)
     folder = tmp_path / "checkpoint"
@@ -114,12 +114,12 @@ def test_lora_dropout_is_inert_unless_asked(lm_setup, tmp_path, in_updates):
     """TRIL runs every forward in eval mode, so its lora_dropout 0.1 never acts: with the default,
     the first update's ratios are exactly 1 (old and new log-probabilities equal before any step);
     with ``lora_dropout_in_updates`` the dropout acts in the update's forwards and they are not."""
-    cfg = _cfg(lm_setup, tmp_path, n_epochs=1, minibatch_size=8, experiment=f"dropout-{in_updates}",
+    cfg = rlhf_cfg(lm_setup, tmp_path, n_epochs=1, minibatch_size=8, experiment=f"dropout-{in_updates}",
                **{"policy.lora_r": 4, "policy.lora_alpha": 8, "policy.lora_dropout": 0.5,
                   "policy.lora_dropout_in_updates": in_updates})
-    trainer = _trainer(cfg)
-    assert trainer.model.lm.peft_config[POLICY_ADAPTER].lora_dropout == 0.5  # configured either way
-    _perturb(trainer.model.lm, POLICY_ADAPTER, 7)  # with B = 0 dropout could not show
+    trainer = rlhf_trainer(cfg)
+    assert trainer.agent.model.lm.peft_config[POLICY_ADAPTER].lora_dropout == 0.5  # configured either way
+    _perturb(trainer.agent.model.lm, POLICY_ADAPTER, 7)  # with B = 0 dropout could not show
     rollout = trainer.collect(iteration_examples(trainer.train_examples, 0, cfg.rollouts, 0))
     stats = trainer.update(rollout, torch.Generator().manual_seed(0))  # one minibatch, scored before its step
     if in_updates:

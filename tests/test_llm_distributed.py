@@ -16,11 +16,11 @@ import transformers
 
 from symrl.cli import main
 from symrl.run import load_checkpoint, read_jsonl, read_summary
+from tests.helpers import checkpoint_tensors, settings, tiny_llama
 
 if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
     pytest.skip("torch built without gloo", allow_module_level=True)
 
-from tests.test_llm_trainer import _params, lm_setup, monkeypatch_module, settings, tiny_llama  # noqa: E402,F401
 
 ROOT = Path(__file__).parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
@@ -73,7 +73,7 @@ def test_ddp_run_killed_and_resumed_equals_the_uninterrupted_one(lm_setup, tmp_p
     killed.communicate()
     assert read_summary(killed_run) is None, "the run finished before it was killed: nothing was resumed"
     _finish(_launch(lm_setup, tmp_path / "runs", "killed"))
-    a, b = _params(whole_run), _params(killed_run)
+    a, b = checkpoint_tensors(whole_run), checkpoint_tensors(killed_run)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
     metrics = read_jsonl(whole_run / "metrics.jsonl")
@@ -100,7 +100,7 @@ def test_trainer_under_accelerate_fsdp2_follows_ddp(lm_setup, tmp_path, capsys, 
     variant = {("generation." + k if k == "min_new_tokens" else k): v for k, v in variant.items()}
     for experiment, fsdp in (("ddp", False), ("fsdp", True)):
         _finish(_launch(lm_setup, out, experiment, fsdp=fsdp, iterations=4, eval_every=2, **variant))
-    a, b = _params(_run(out, "ddp")), _params(_run(out, "fsdp"))
+    a, b = checkpoint_tensors(_run(out, "ddp")), checkpoint_tensors(_run(out, "fsdp"))
     assert a.keys() == b.keys()
     for key in a:
         assert torch.allclose(a[key], b[key], atol=2e-4), key

@@ -73,10 +73,10 @@ def test_prompts_and_nll_targets_follow_tril_by_hand(tmp_path, monkeypatch):
     assert (len(trainer.train_examples), len(trainer.eval_examples)) == (2, 1)  # int(0.8·3) = 2
     # the reference is the whole raw review (<br /> kept), the prompt the first half of its words
     assert {e.reference: e.prompt for e in examples} == {review: prompt for review, (prompt, _, _) in REVIEWS.items()}
-    tokenizer = trainer.tokenizer
+    tokenizer = trainer.agent.tokenizer
     query, query_mask = encode_prompts(tokenizer, [e.prompt for e in examples], 4, torch.device("cpu"))
     batch = Batch(query, query_mask, torch.zeros((3, 5), dtype=torch.long), torch.ones((3, 5), dtype=torch.long))
-    targets = trainer._references(examples, batch)
+    targets = trainer.agent.references(examples, batch)
     for row, example in enumerate(examples):
         _, last_tokens, first_tokens = REVIEWS[example.reference]
         read = tokenizer.convert_ids_to_tokens(query[row][query_mask[row].bool()].tolist())
@@ -125,10 +125,10 @@ def test_imdb_presets_set_trils_values(tmp_path):
     data = _jsonl(tmp_path / "reviews.jsonl", REVIEWS)
     for name in ("imdb-ppo", "imdb-sppo", "imdb-scaled_ppo", "imdb-offline-ppo", "imdb-offline-sppo"):
         cfg = build_rlhf_config(name, {"data": data} if "offline" in name else {})
-        assert (cfg.policy.value_head, cfg.reward.kind, cfg.reward.score, cfg.value_loss_scale, cfg.adam_eps,
+        assert (cfg.policy.value_head, cfg.reward.kind, cfg.reward.score, cfg.loss.value_loss_scale, cfg.adam_eps,
                 cfg.weight_decay, cfg.eval_reward_prompt, cfg.eval_lms_mode) == (
             "separate", "classifier", "probability", 0.5, 1e-5, 1e-6, "full", "joined"), name
     paper = build_rlhf_config("imdb-sppo")
-    assert (paper.eval_every, paper.eval_prompts, paper.eval_lms, paper.eval_ppl_stride, paper.vf_coef,
+    assert (paper.eval_every, paper.eval_prompts, paper.eval_lms, paper.eval_ppl_stride, paper.loss.vf_coef,
             paper.generation.prompt_tokens, paper.generation.max_new_tokens) == (
         10, 0, ["lvwerra/gpt2-imdb"], 512, 0.5, 64, 48)

@@ -87,7 +87,7 @@ def _value_gradient(cfg) -> torch.Tensor:
     old_values = torch.tensor([0.4, 0.1, 1.0, 0.3])
     returns = torch.tensor([1.0, -0.5, 0.2, 0.35])
     zeros = torch.zeros(4)
-    terms, _ = symmetric_loss("ppo", loss_weights(cfg), zeros, zeros, zeros, zeros, values, returns, old_values,
+    terms, _ = symmetric_loss(loss_weights(cfg.loss), zeros, zeros, zeros, zeros, values, returns, old_values,
                               clip_range=0.2, clip_range_vf=0.2, mask=torch.tensor([1, 1, 1, 0]))
     return torch.autograd.grad(terms.total, values)[0]
 
@@ -100,10 +100,10 @@ def test_value_loss_is_tril_half_max_for_rlhf_and_sb3_mse_for_gym():
     #   v=1.3, old 1.0, R=0.2: clip(v)=1.2, (1.1)² > (1.0)² → 2(v−R) = 2.2;  the 4th is masked
     d_max = torch.tensor([-1.0, 0.0, 2.2, 0.0]) / 3
     rlhf = build_rlhf_config(None, {"algo": "ppo"})
-    assert (rlhf.vf_coef, rlhf.value_loss_scale) == (0.5, 0.5)
+    assert (rlhf.loss.vf_coef, rlhf.loss.value_loss_scale) == (0.5, 0.5)
     torch.testing.assert_close(_value_gradient(rlhf), 0.5 * d_max * 0.5)
     gym = build_config(None, {"algo": "ppo"})
-    assert (gym.vf_coef, gym.value_loss_scale, loss_weights(gym).vf) == (0.5, 1.0, 0.5)  # vf_coef exactly, SB3's
+    assert (gym.loss.vf_coef, gym.loss.value_loss_scale, loss_weights(gym.loss).vf) == (0.5, 1.0, 0.5)  # vf_coef exactly, SB3's
     torch.testing.assert_close(_value_gradient(gym), d_max * 0.5)
     for build in (build_rlhf_config, build_config):
         with pytest.raises(ConfigError, match="value_loss_scale: got 0, allowed: a number > 0"):

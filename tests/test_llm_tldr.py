@@ -13,7 +13,7 @@ from symrl.llm.rewards import AdapterReward
 from symrl.llm.tasks import load_examples, tldr_prompts
 from symrl.llm.trainer import train_rlhf, whiten
 from symrl.run import load_checkpoint, read_jsonl, run_dir
-from tests.test_llm_trainer import _cfg, _corpus, _trainer, lm_setup, monkeypatch_module  # noqa: F401  (fixtures)
+from tests.helpers import corpus, rlhf_cfg, rlhf_trainer, settings_view
 
 WORDS = ["[UNK]", " ", "\n", "TL;DR:", "SUBREDDIT:", "r/cats", "TITLE:", "help", "POST:", "my", "cat", "ate",
          "homework", *"0123456789"]
@@ -42,14 +42,14 @@ def test_tldr_presets_set_the_released_values():
                                            False)
     assert (r.kind, r.model, r.relative_to_reference) == ("adapter", "jdchang/tldr_rm_adapter", False)
     assert (g.prompt_tokens, g.max_new_tokens, g.min_new_tokens, g.top_k, g.eval_greedy) == (500, 50, 0, 50, True)
-    assert (ppo.iterations, ppo.rollouts, ppo.minibatch_size, ppo.grad_accum, ppo.n_epochs) == (200, 64, 16, 4, 4)
-    assert (ppo.gamma, ppo.gae_lambda, ppo.clip_range, ppo.clip_range_vf, ppo.vf_coef, ppo.value_loss_scale,
-            ppo.max_grad_norm) == (1.0, 0.95, 0.2, 0.2, 0.1, 0.5, 1.0)
+    assert (ppo.iterations, ppo.rollouts, ppo.minibatch_size, ppo.grad_accum, ppo.loss.n_epochs) == (200, 64, 16, 4, 4)
+    assert (ppo.loss.gamma, ppo.loss.gae_lambda, ppo.loss.clip_range, ppo.loss.clip_range_vf, ppo.loss.vf_coef, ppo.loss.value_loss_scale,
+            ppo.loss.max_grad_norm) == (1.0, 0.95, 0.2, 0.2, 0.1, 0.5, 1.0)
     assert (ppo.kl_coef, ppo.kl_controller, ppo.lr, ppo.adam_eps, ppo.weight_decay, ppo.target_coef) == (
         0.002, "fixed", 5e-6, 1e-5, 0.01, 0.1)
-    assert (ppo.norm_adv, ppo.norm_adv_scope, ppo.eval_every, ppo.eval_prompts) == (True, "microbatch_padded", 10, 100)
-    assert (ppo.alpha, ppo.beta, sppo.alpha, sppo.beta, sppo.Z) == (1.0, 0.0, 0.5, 0.2, -1.0)
-    assert {k for k, v in sppo.to_dict().items() if v != ppo.to_dict()[k]} == {"algo", "alpha", "beta"}
+    assert (ppo.loss.norm_adv, ppo.norm_adv_scope, ppo.eval_every, ppo.eval_prompts) == (True, "microbatch_padded", 10, 100)
+    assert (ppo.loss.alpha, ppo.loss.beta, sppo.loss.alpha, sppo.loss.beta, sppo.loss.Z) == (1.0, 0.0, 0.5, 0.2, -1.0)
+    assert {k for k, v in settings_view(sppo).items() if v != settings_view(ppo)[k]} == {"algo", "alpha", "beta"}
 
 
 def test_tldr_prompts_cut_the_post_at_the_marker_and_keep_its_start(words):
@@ -125,13 +125,13 @@ def _reward_adapter(base_folder, folder):
 def test_adapter_reward_is_the_score_of_the_reward_adapter_on_the_policy_base(lm_setup, tmp_path):
     policy = lm_setup / "models" / "policy"
     head = _reward_adapter(policy, tmp_path / "rm")
-    cfg = _cfg(lm_setup, tmp_path, **LORA, **{"policy.value_head": "adapter", "reward.kind": "adapter",
+    cfg = rlhf_cfg(lm_setup, tmp_path, **LORA, **{"policy.value_head": "adapter", "reward.kind": "adapter",
                                                "reward.model": str(tmp_path / "rm"), "reward.batch_size": 3})
-    trainer = _trainer(cfg)
-    assert isinstance(trainer.reward, AdapterReward) and trainer.reward.lm is trainer.model.lm  # one base
+    trainer = rlhf_trainer(cfg)
+    assert isinstance(trainer.agent.reward, AdapterReward) and trainer.agent.reward.lm is trainer.agent.model.lm  # one base
     prompts = ["the film was", "the movie was great. the plot", "a", "the cast was lovely and the music"]
     completions = [" great.", " was dull and the ending was awful.", " story", ""]
-    rewards = trainer.reward(prompts, completions, None)
+    rewards = trainer.agent.reward(prompts, completions, None)
 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -139,7 +139,7 @@ def test_adapter_reward_is_the_score_of_the_reward_adapter_on_the_policy_base(lm
     by_hand = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(policy), str(tmp_path / "rm")).eval()
     expected = []
     for prompt, completion in zip(prompts, completions):
-        ids = trainer.tokenizer(f"<|startoftext|>{prompt}{completion}<|endoftext|>", return_tensors="pt")
+        ids = trainer.agent.tokenizer(f"<|startoftext|>{prompt}{completion}<|endoftext|>", return_tensors="pt")
         with torch.no_grad():
             hidden = by_hand(**ids, output_hidden_states=True).hidden_states[-1][0, -1]
         expected.append((head[0] @ hidden).item())
@@ -147,18 +147,18 @@ def test_adapter_reward_is_the_score_of_the_reward_adapter_on_the_policy_base(lm
     assert rewards.std() > 0
     # relative_to_reference subtracts the reference's score of the same prompt
     references = [" dull.", " was fine.", " b", " ok"]
-    trainer.reward.relative_to_reference = True
-    relative = trainer.reward(prompts, completions, references)
-    trainer.reward.relative_to_reference = False
-    assert torch.allclose(relative, rewards - trainer.reward(prompts, references, None), atol=1e-5)
+    trainer.agent.reward.relative_to_reference = True
+    relative = trainer.agent.reward(prompts, completions, references)
+    trainer.agent.reward.relative_to_reference = False
+    assert torch.allclose(relative, rewards - trainer.agent.reward(prompts, references, None), atol=1e-5)
     # the reward adapter is frozen and apart: not trained, not saved; the policy adapter stays active
-    lm = trainer.model.lm
+    lm = trainer.agent.model.lm
     assert lm.active_adapter == POLICY_ADAPTER
     trained = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     for name, param in lm.named_parameters():
         if "lora_" in name:
             assert (f".{REWARD_ADAPTER}." in name) != (param.requires_grad and id(param) in trained), name
-    trainer.model.save(tmp_path / "saved", trainer.model.state_dict())
+    trainer.agent.model.save(tmp_path / "saved", trainer.agent.model.state_dict())
     assert (tmp_path / "saved" / "policy" / VALUE_ADAPTER).is_dir()
     assert not (tmp_path / "saved" / "policy" / REWARD_ADAPTER).exists()
 
@@ -172,14 +172,14 @@ def test_adapter_reward_needs_a_score_head(lm_setup, tmp_path):
     policy = lm_setup / "models" / "policy"
     get_peft_model(AutoModelForCausalLM.from_pretrained(policy), LoraConfig(r=2, target_modules=["c_attn"])) \
         .save_pretrained(tmp_path / "no-head")
-    cfg = _cfg(lm_setup, tmp_path, **LORA, **{"reward.kind": "adapter", "reward.model": str(tmp_path / "no-head")})
+    cfg = rlhf_cfg(lm_setup, tmp_path, **LORA, **{"reward.kind": "adapter", "reward.model": str(tmp_path / "no-head")})
     with pytest.raises(ConfigError, match="reward.model: .*no one-output 'score' head"):
-        _trainer(cfg)
+        rlhf_trainer(cfg)
 
 
 def _tldr_data(path):
     path.write_text("".join(json.dumps({"prompt": f"post {i}: {r['text']}\nTL;DR:", "label": " the plot was dull."})
-                            + "\n" for i, r in enumerate(_corpus(40))))
+                            + "\n" for i, r in enumerate(corpus(40))))
     return str(path)
 
 
@@ -187,17 +187,17 @@ def _tldr_data(path):
 def test_evaluation_decodes_greedily_when_asked(lm_setup, tmp_path, greedy):
     """With ``generation.eval_greedy`` the held-out completions are the argmax continuations, the
     same under any evaluation seed; sampled ones differ between seeds."""
-    cfg = _cfg(lm_setup, tmp_path, task="tldr", data=_tldr_data(tmp_path / "tldr.jsonl"), eval_samples=8,
+    cfg = rlhf_cfg(lm_setup, tmp_path, task="tldr", data=_tldr_data(tmp_path / "tldr.jsonl"), eval_samples=8,
                experiment=f"greedy-{greedy}", **{"generation.prompt_tokens": 24, "generation.eval_greedy": greedy,
                                                  "generation.min_new_tokens": 0})
-    trainer = _trainer(cfg)
+    trainer = rlhf_trainer(cfg)
     runs = []
     for iteration in (0, 5):  # evaluation seeds itself with the iteration
-        trainer.iteration = iteration
+        trainer.completed = iteration
         runs.append([s["completion"] for s in trainer.evaluate()["samples"]])
     assert (runs[0] == runs[1]) == greedy
     if greedy:
-        lm, tokenizer = trainer.model.lm, trainer.tokenizer
+        lm, tokenizer = trainer.agent.model.lm, trainer.agent.tokenizer
         ids = tokenizer(trainer.eval_examples[0].prompt, return_tensors="pt")["input_ids"][:, -24:]
         start = ids.shape[1]
         with torch.no_grad():
@@ -210,7 +210,7 @@ def test_evaluation_decodes_greedily_when_asked(lm_setup, tmp_path, greedy):
 
 def test_a_tldr_run_with_the_adapter_critic_and_reward_trains_evaluates_and_saves(lm_setup, tmp_path):
     _reward_adapter(lm_setup / "models" / "policy", tmp_path / "rm")
-    cfg = _cfg(lm_setup, tmp_path, task="tldr", data=_tldr_data(tmp_path / "tldr.jsonl"), iterations=2, eval_every=1,
+    cfg = rlhf_cfg(lm_setup, tmp_path, task="tldr", data=_tldr_data(tmp_path / "tldr.jsonl"), iterations=2, eval_every=1,
                grad_accum=2, target_coef=0.1, norm_adv_scope="microbatch_padded",
                **LORA, **{"policy.value_head": "adapter", "reward.kind": "adapter",
                           "reward.model": str(tmp_path / "rm"), "generation.prompt_tokens": 24,

@@ -3,7 +3,6 @@ the per-token SPPO gradient, β=0 ≡ PPO, the reward rises, resume ≡ uninterr
 
 import json
 import math
-import random
 
 import pytest
 import torch
@@ -13,81 +12,17 @@ from symrl.config import ConfigError
 from symrl.llm.config import build_rlhf_config
 from symrl.llm.generation import Batch, encode_prompts, mask_after_eos
 from symrl.llm.policy import token_logprobs
-from symrl.llm.prepare import prepare_models
 from symrl.llm.tasks import iteration_examples
 from symrl.llm.trainer import RLHFTrainer, _token_counts, train_rlhf
-from symrl.run import RunDirectory, load_checkpoint, read_jsonl, run_dir
-
-NOUNS = ["movie", "film", "plot", "cast", "ending", "story", "acting", "music"]
-GOOD = ["great", "wonderful", "superb", "lovely"]
-BAD = ["awful", "boring", "dull", "terrible"]
-
-
-def _corpus(n: int = 400) -> list[dict]:
-    rng = random.Random(0)
-    records = []
-    for _ in range(n):
-        label = rng.random() < 0.5
-        words = GOOD if label else BAD
-        sentences = [f"the {rng.choice(NOUNS)} was {rng.choice(words)}." for _ in range(rng.randint(4, 8))]
-        records.append({"text": " ".join(sentences), "label": int(label)})
-    return records
-
-
-@pytest.fixture(scope="module")
-def lm_setup(tmp_path_factory, monkeypatch_module):
-    root = tmp_path_factory.mktemp("lm")
-    records = _corpus()
-    data = root / "reviews.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in records))
-    torch.manual_seed(0)
-    prepare_models(records, root / "models", size="tiny", seed=0, log=lambda *a: None, device="cpu")
-    return root
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    yield mp
-    mp.undo()
-
-
-def settings(root, out) -> dict:
-    """A few seconds of training on the tiny models of ``lm_setup``, with a trivially learnable reward."""
-    return {"task": "imdb", "data": str(root / "reviews.jsonl"), "policy.model": str(root / "models" / "policy"),
-            "reward.kind": "callable", "reward.function": "tests.llm_reward_fns:great_minus_awful",
-            "generation.prompt_tokens": 6, "generation.max_new_tokens": 8, "generation.min_new_tokens": 8,
-            "iterations": 3, "rollouts": 8, "minibatch_size": 4, "n_epochs": 2, "lr": 1e-3, "kl_coef": 0.05,
-            "eval_every": 0, "eval_prompts": 8, "checkpoint_every": 1, "device": "cpu", "out": str(out),
-            "algo": "ppo"}
-
-
-def _cfg(root, tmp_path, **overrides):
-    return build_rlhf_config(None, {**settings(root, tmp_path / "runs"), **overrides})
-
-
-def _trainer(cfg):
-    run = RunDirectory(cfg)
-    run.prepare(force=False)
-    return RLHFTrainer(cfg, run)
-
-
-def _params(path):
-    """Every tensor of the latest checkpoint: policy (or its LoRA adapters), critic, value head."""
-    from safetensors.torch import load_file
-
-    folder = path / "checkpoints" / load_checkpoint(path)["folder"]
-    return {f"{file.relative_to(folder)}:{key}": value for file in sorted(folder.rglob("*.safetensors"))
-            for key, value in load_file(str(file)).items()}
-
+from symrl.run import load_checkpoint, read_jsonl, run_dir
+from tests.helpers import checkpoint_tensors, corpus, rlhf_cfg, rlhf_trainer, settings_view, tiny_llama
 
 def test_scoring_gives_the_log_probs_generation_sampled_with(lm_setup, tmp_path):
     """Left padding, position ids and the logits window: the trainer's scoring of a rollout (policy and
     reference) reproduces the logits ``generate`` sampled from, eos cut included."""
-    cfg = _cfg(lm_setup, tmp_path, **{"generation.min_new_tokens": 0, "generation.temperature": 0.7})
-    trainer = _trainer(cfg)
-    tokenizer, lm = trainer.tokenizer, trainer.model.lm
+    cfg = rlhf_cfg(lm_setup, tmp_path, **{"generation.min_new_tokens": 0, "generation.temperature": 0.7})
+    trainer = rlhf_trainer(cfg)
+    tokenizer, lm = trainer.agent.tokenizer, trainer.agent.model.lm
     query, mask = encode_prompts(tokenizer, ["the film was", "the movie was great. the plot was dull. the cast"],
                                  16, torch.device("cpu"))
     assert mask[0, 0] == 0  # the short prompt is left-padded
@@ -98,7 +33,7 @@ def test_scoring_gives_the_log_probs_generation_sampled_with(lm_setup, tmp_path)
     continuation, cont_mask = mask_after_eos(out.sequences[:, query.shape[1]:], tokenizer.eos_token_id,
                                              tokenizer.pad_token_id)
     expected = token_logprobs(torch.stack(out.logits, dim=1) / 0.7, continuation)
-    logprobs, values, ref = trainer._score(Batch(query, mask, continuation, cont_mask))
+    logprobs, values, ref = trainer.agent.score(Batch(query, mask, continuation, cont_mask))
     valid = cont_mask.bool()
     assert logprobs.shape == values.shape == continuation.shape
     assert torch.allclose(logprobs[valid], expected[valid], atol=1e-4)
@@ -110,8 +45,8 @@ def test_sppo_token_gradient_is_alpha_plus_beta_z_times_ppo(lm_setup, tmp_path):
     grads = {}
     rollout = None
     for algo, extra in (("ppo", {}), ("sppo", {"alpha": 0.5, "beta": 0.4})):
-        cfg = _cfg(lm_setup, tmp_path, algo=algo, vf_coef=0.0, target_coef=0.0, experiment=algo, **extra)
-        trainer = _trainer(cfg)
+        cfg = rlhf_cfg(lm_setup, tmp_path, algo=algo, vf_coef=0.0, target_coef=0.0, experiment=algo, **extra)
+        trainer = rlhf_trainer(cfg)
         if rollout is None:
             torch.manual_seed(0)
             rollout = trainer.collect(iteration_examples(trainer.train_examples, 0, cfg.rollouts, 0))
@@ -122,23 +57,23 @@ def test_sppo_token_gradient_is_alpha_plus_beta_z_times_ppo(lm_setup, tmp_path):
 
         trainer._micro_step(rollout, rows, normalize(rollout.advantages[rows], rollout.mask[rows]),
                             _token_counts(rollout, rows), {})
-        grads[algo] = torch.cat([p.grad.flatten() for n, p in trainer.model.lm.named_parameters() if p.grad is not None])
+        grads[algo] = torch.cat([p.grad.flatten() for n, p in trainer.agent.model.lm.named_parameters() if p.grad is not None])
     assert grads["ppo"].abs().sum() > 0
     assert torch.allclose(grads["sppo"], 0.9 * grads["ppo"], rtol=1e-4, atol=1e-7)
 
 
 def test_beta_zero_sppo_is_ppo_exactly(lm_setup, tmp_path):
-    a = train_rlhf(_cfg(lm_setup, tmp_path, algo="ppo", iterations=2, experiment="a"), progress=False)
-    b = train_rlhf(_cfg(lm_setup, tmp_path, algo="sppo", alpha=1.0, beta=0.0, iterations=2, experiment="b"),
+    a = train_rlhf(rlhf_cfg(lm_setup, tmp_path, algo="ppo", iterations=2, experiment="a"), progress=False)
+    b = train_rlhf(rlhf_cfg(lm_setup, tmp_path, algo="sppo", alpha=1.0, beta=0.0, iterations=2, experiment="b"),
                    progress=False)
-    pa = _params(run_dir(_cfg(lm_setup, tmp_path, algo="ppo", iterations=2, experiment="a")))
-    pb = _params(run_dir(_cfg(lm_setup, tmp_path, algo="sppo", alpha=1.0, beta=0.0, iterations=2, experiment="b")))
+    pa = checkpoint_tensors(run_dir(rlhf_cfg(lm_setup, tmp_path, algo="ppo", iterations=2, experiment="a")))
+    pb = checkpoint_tensors(run_dir(rlhf_cfg(lm_setup, tmp_path, algo="sppo", alpha=1.0, beta=0.0, iterations=2, experiment="b")))
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
     assert a["final_eval_mean"] == b["final_eval_mean"]
     # and the reverse term is not ignored: β > 0 moves the parameters differently
-    c = _cfg(lm_setup, tmp_path, algo="sppo", alpha=1.0, beta=0.4, iterations=2, experiment="c")
+    c = rlhf_cfg(lm_setup, tmp_path, algo="sppo", alpha=1.0, beta=0.4, iterations=2, experiment="c")
     train_rlhf(c, progress=False)
-    pc = _params(run_dir(c))
+    pc = checkpoint_tensors(run_dir(c))
     assert any(not torch.equal(pa[k], pc[k]) for k in pa)
 
 
@@ -148,8 +83,8 @@ def test_gradient_accumulation_changes_memory_not_maths(lm_setup, tmp_path):
     common = {"generation.min_new_tokens": 0, "rollouts": 8, "minibatch_size": 4, "target_coef": 0.1}
     grads, rollout = {}, None
     for accum in (1, 2):
-        cfg = _cfg(lm_setup, tmp_path, experiment=f"accum{accum}", grad_accum=accum, **common)
-        trainer = _trainer(cfg)
+        cfg = rlhf_cfg(lm_setup, tmp_path, experiment=f"accum{accum}", grad_accum=accum, **common)
+        trainer = rlhf_trainer(cfg)
         if rollout is None:
             torch.manual_seed(3)
             rollout = trainer.collect(iteration_examples(trainer.train_examples, 0, cfg.rollouts, 0))
@@ -160,24 +95,24 @@ def test_gradient_accumulation_changes_memory_not_maths(lm_setup, tmp_path):
 
         used = normalize(rollout.advantages[rows], rollout.mask[rows])
         for part in range(0, 4, 4 // accum):
-            with trainer.accelerator.accumulate(trainer.actor):
+            with trainer.agent.accelerator.accumulate(trainer.agent.actor):
                 trainer._micro_step(rollout, rows[part:part + 4 // accum], used[part:part + 4 // accum],
                                     _token_counts(rollout, rows), {})
-        grads[accum] = torch.cat([p.grad.flatten() for p in trainer.actor.parameters() if p.grad is not None])
+        grads[accum] = torch.cat([p.grad.flatten() for p in trainer.agent.actor.parameters() if p.grad is not None])
     assert torch.allclose(grads[1], grads[2], rtol=1e-4, atol=1e-7)
 
 
 def test_reference_texts_follow_the_prompt(lm_setup, tmp_path):
     """The auxiliary NLL's target follows the prompt: the reference's first max_new_tokens tokens
     (IMDB: the review's start, as TRIL; tests/test_llm_imdb.py)."""
-    cfg = _cfg(lm_setup, tmp_path, **{"generation.max_new_tokens": 4, "generation.min_new_tokens": 4})
-    trainer = _trainer(cfg)
+    cfg = rlhf_cfg(lm_setup, tmp_path, **{"generation.max_new_tokens": 4, "generation.min_new_tokens": 4})
+    trainer = rlhf_trainer(cfg)
     examples = trainer.train_examples[:3]
-    batch = Batch(*encode_prompts(trainer.tokenizer, [e.prompt for e in examples], 6, torch.device("cpu")),
+    batch = Batch(*encode_prompts(trainer.agent.tokenizer, [e.prompt for e in examples], 6, torch.device("cpu")),
                   torch.zeros((3, 4), dtype=torch.long), torch.ones((3, 4), dtype=torch.long))
-    reference = trainer._references(examples, batch)
+    reference = trainer.agent.references(examples, batch)
     for row, example in enumerate(examples):
-        ids = trainer.tokenizer(example.reference, add_special_tokens=False)["input_ids"]
+        ids = trainer.agent.tokenizer(example.reference, add_special_tokens=False)["input_ids"]
         assert reference.continuation[row][reference.continuation_mask[row].bool()].tolist() == ids[:4]
 
 
@@ -193,8 +128,8 @@ def test_tldr_evaluation_reports_rouge_and_win_rate(lm_setup, tmp_path):
     tokenizer.save_pretrained(rm_dir)
     posts = tmp_path / "tldr.jsonl"
     posts.write_text("".join(json.dumps({"prompt": f"post {i}: {r['text']}\nTL;DR:", "label": " the plot was dull."})
-                             + "\n" for i, r in enumerate(_corpus(40))))
-    cfg = _cfg(lm_setup, tmp_path, task="tldr", data=str(posts), iterations=1, eval_every=1, eval_samples=8,
+                             + "\n" for i, r in enumerate(corpus(40))))
+    cfg = rlhf_cfg(lm_setup, tmp_path, task="tldr", data=str(posts), iterations=1, eval_every=1, eval_samples=8,
                **{"reward.kind": "reward_model", "reward.model": str(rm_dir), "reward.relative_to_reference": True,
                   "generation.prompt_tokens": 24})
     train_rlhf(cfg, progress=False)
@@ -208,7 +143,7 @@ def test_tldr_evaluation_reports_rouge_and_win_rate(lm_setup, tmp_path):
 
 @pytest.mark.parametrize("algo", ["ppo", "sppo", "scaled_ppo"])
 def test_mean_reward_rises_with_a_learnable_reward(lm_setup, tmp_path, algo):
-    cfg = _cfg(lm_setup, tmp_path, algo=algo, iterations=30, rollouts=16, minibatch_size=8, n_epochs=2,
+    cfg = rlhf_cfg(lm_setup, tmp_path, algo=algo, iterations=30, rollouts=16, minibatch_size=8, n_epochs=2,
                kl_coef=0.01, target_coef=0.0, checkpoint_every=30)
     train_rlhf(cfg, progress=False)
     rewards = [row["reward_mean"] for row in read_jsonl(run_dir(cfg) / "metrics.jsonl")]
@@ -224,9 +159,9 @@ def test_mean_reward_rises_with_a_learnable_reward(lm_setup, tmp_path, algo):
                                       "norm_adv_scope": "microbatch_padded", "grad_accum": 2}],
                          ids=["full", "lora", "critic-adaptive-kl", "lora-value-adapter"])
 def test_killed_run_resumes_to_the_uninterrupted_result(lm_setup, tmp_path, monkeypatch, variant):
-    whole = _cfg(lm_setup, tmp_path, iterations=4, checkpoint_every=2, eval_every=2, experiment="whole", **variant)
+    whole = rlhf_cfg(lm_setup, tmp_path, iterations=4, checkpoint_every=2, eval_every=2, experiment="whole", **variant)
     train_rlhf(whole, progress=False)
-    killed = _cfg(lm_setup, tmp_path, iterations=4, checkpoint_every=2, eval_every=2, experiment="killed", **variant)
+    killed = rlhf_cfg(lm_setup, tmp_path, iterations=4, checkpoint_every=2, eval_every=2, experiment="killed", **variant)
     original = RLHFTrainer.update
     calls = {"n": 0}
 
@@ -242,7 +177,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(lm_setup, tmp_path, monk
     monkeypatch.setattr(RLHFTrainer, "update", original)
     assert load_checkpoint(run_dir(killed))["step"] == 2
     train_rlhf(killed, progress=False)
-    a, b = _params(run_dir(whole)), _params(run_dir(killed))
+    a, b = checkpoint_tensors(run_dir(whole)), checkpoint_tensors(run_dir(killed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert any("value_head" in k for k in a) and (not variant.get("policy.lora_r") or any("lora_" in k for k in a))
     assert variant.get("policy.value_head") != "adapter" or any(k.startswith("policy/value_adapter/") for k in a)
@@ -252,15 +187,15 @@ def test_killed_run_resumes_to_the_uninterrupted_result(lm_setup, tmp_path, monk
 
 
 def test_lora_trains_adapters_against_the_disabled_adapter_reference(lm_setup, tmp_path):
-    cfg = _cfg(lm_setup, tmp_path, **{"policy.lora_r": 4, "policy.lora_alpha": 8, "iterations": 2})
-    trainer = _trainer(cfg)
-    assert trainer.reference.model is None  # no copy: the base with adapters off
-    lora = {n: p.detach().clone() for n, p in trainer.model.lm.named_parameters() if "lora_" in n}
-    base = {n: p.detach().clone() for n, p in trainer.model.lm.named_parameters() if "lora_" not in n}
+    cfg = rlhf_cfg(lm_setup, tmp_path, **{"policy.lora_r": 4, "policy.lora_alpha": 8, "iterations": 2})
+    trainer = rlhf_trainer(cfg)
+    assert trainer.agent.reference.model is None  # no copy: the base with adapters off
+    lora = {n: p.detach().clone() for n, p in trainer.agent.model.lm.named_parameters() if "lora_" in n}
+    base = {n: p.detach().clone() for n, p in trainer.agent.model.lm.named_parameters() if "lora_" not in n}
     rollout = trainer.collect(iteration_examples(trainer.train_examples, 0, cfg.rollouts, 0))
     assert rollout.kl.abs().max() < 1e-5  # LoRA B starts at zero: policy == reference
     trainer.train(progress=False)
-    after = dict(trainer.model.lm.named_parameters())
+    after = dict(trainer.agent.model.lm.named_parameters())
     assert any(not torch.equal(lora[n], after[n]) for n in lora)
     assert all(torch.equal(base[n], after[n]) for n in base)
     assert (run_dir(cfg) / "checkpoints" / load_checkpoint(run_dir(cfg))["folder"] / "policy" /
@@ -269,7 +204,7 @@ def test_lora_trains_adapters_against_the_disabled_adapter_reference(lm_setup, t
 
 def test_separate_critic_and_run_files(lm_setup, tmp_path):
     second_lm = str(lm_setup / "models" / "policy")
-    cfg = _cfg(lm_setup, tmp_path, **{"policy.value_head": "separate", "iterations": 2, "eval_every": 1,
+    cfg = rlhf_cfg(lm_setup, tmp_path, **{"policy.value_head": "separate", "iterations": 2, "eval_every": 1,
                                       "eval_samples": 2, "eval_lms": [second_lm], "eval_lms_mode": "per_prompt"})
     summary = train_rlhf(cfg, progress=False)
     path = run_dir(cfg)
@@ -289,11 +224,13 @@ def test_separate_critic_and_run_files(lm_setup, tmp_path):
     assert len(list((path / "checkpoints").glob("iter-*"))) == 1
 
 
-def test_symrl_eval_reevaluates_an_rlhf_checkpoint(lm_setup, tmp_path, capsys):
-    cfg = _cfg(lm_setup, tmp_path, iterations=1)
+def test_symrl_eval_reevaluates_an_rlhf_checkpoint(lm_setup, tmp_path, capsys, monkeypatch):
+    cfg = rlhf_cfg(lm_setup, tmp_path, iterations=1)
     train_rlhf(cfg, progress=False)
     capsys.readouterr()
-    assert main(["eval", str(run_dir(cfg))]) == 0
+    with monkeypatch.context() as patch:  # evaluation builds the models, not an optimizer
+        patch.setattr(torch.optim, "AdamW", lambda *args, **kwargs: pytest.fail("symrl eval built an optimizer"))
+        assert main(["eval", str(run_dir(cfg))]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["checkpoint_step"] == 1 and {"mean_return", "judge_vader", "kl"} <= set(row)
     assert len(read_jsonl(run_dir(cfg) / "eval.jsonl")) == 1  # nothing written to the run
@@ -319,14 +256,14 @@ def test_hub_id_offline_fails_fast_with_one_line(capsys, monkeypatch, tmp_path):
 
 def test_bad_rlhf_input_names_the_field(lm_setup, tmp_path):
     with pytest.raises(ConfigError, match="data: .*does not exist"):
-        _cfg(lm_setup, tmp_path, data=str(tmp_path / "missing.jsonl"))
+        rlhf_cfg(lm_setup, tmp_path, data=str(tmp_path / "missing.jsonl"))
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="policy.load_in: 4bit needs a CUDA GPU"):
-            train_rlhf(_cfg(lm_setup, tmp_path, **{"policy.load_in": "4bit", "policy.lora_r": 4}), progress=False)
+            train_rlhf(rlhf_cfg(lm_setup, tmp_path, **{"policy.load_in": "4bit", "policy.lora_r": 4}), progress=False)
     with pytest.raises(ConfigError, match="policy.load_in: got '8bit' with lora_r=0"):
-        _cfg(lm_setup, tmp_path, **{"policy.load_in": "8bit"})
+        rlhf_cfg(lm_setup, tmp_path, **{"policy.load_in": "8bit"})
     with pytest.raises(ConfigError, match=r"grad_accum: got 3, allowed: a divisor of minibatch_size \(4\)"):
-        _cfg(lm_setup, tmp_path, grad_accum=3)
+        rlhf_cfg(lm_setup, tmp_path, grad_accum=3)
 
 
 def test_rlhf_presets_resolve_and_accelerate_configs_load(lm_setup):
@@ -341,15 +278,15 @@ def test_rlhf_presets_resolve_and_accelerate_configs_load(lm_setup):
     assert {"imdb-ppo", "imdb-sppo", "tldr-ppo", "tldr-sppo", "imdb-offline-ppo", "imdb-offline-sppo",
             "imdb-offline-scaled_ppo"} <= set(cfgs)
     paper = cfgs["imdb-sppo"]
-    assert (paper.alpha, paper.beta, paper.lr, paper.kl_coef, paper.target_coef, paper.rollouts,
-            paper.minibatch_size, paper.n_epochs, paper.iterations) == (0.5, 0.4, 5e-6, 0.001, 0.1, 112, 28, 5, 60)
+    assert (paper.loss.alpha, paper.loss.beta, paper.lr, paper.kl_coef, paper.target_coef, paper.rollouts,
+            paper.minibatch_size, paper.loss.n_epochs, paper.iterations) == (0.5, 0.4, 5e-6, 0.001, 0.1, 112, 28, 5, 60)
     assert (paper.generation.top_k, paper.generation.min_new_tokens, paper.generation.max_new_tokens) == (50, 48, 48)
     tldr = cfgs["tldr-sppo"]
-    assert (tldr.alpha, tldr.beta, tldr.gamma, tldr.vf_coef, tldr.kl_coef, tldr.policy.lora_r,
+    assert (tldr.loss.alpha, tldr.loss.beta, tldr.loss.gamma, tldr.loss.vf_coef, tldr.kl_coef, tldr.policy.lora_r,
             tldr.policy.load_in, tldr.reward.relative_to_reference) == (0.5, 0.2, 1.0, 0.1, 0.002, 8, "4bit", False)
     for name in ("imdb-offline-sppo", "imdb-offline-scaled_ppo"):  # the control differs only in algo
-        assert {k: v for k, v in cfgs[name].to_dict().items() if k != "algo"} == \
-            {k: v for k, v in cfgs["imdb-offline-sppo"].to_dict().items() if k != "algo"}
+        assert {k: v for k, v in settings_view(cfgs[name]).items() if k != "algo"} == \
+            {k: v for k, v in settings_view(cfgs["imdb-offline-sppo"]).items() if k != "algo"}
     configs = sorted(Path(__file__).parents[1].joinpath("configs", "accelerate").glob("*.yaml"))
     assert [c.stem for c in configs] == ["ddp", "deepspeed_zero2", "fsdp"]
     loaded = [load_config_from_file(str(c)) for c in configs]
@@ -363,7 +300,7 @@ def test_sweep_runs_rlhf_configs_and_the_report_shows_reward_kl_and_samples(lm_s
     from symrl.report import build_report
     from symrl.sweep import run_sweep
 
-    base = {k: v for k, v in _cfg(lm_setup, tmp_path).to_dict().items() if k in (
+    base = {k: v for k, v in settings_view(rlhf_cfg(lm_setup, tmp_path)).items() if k in (
         "data", "generation", "rollouts", "minibatch_size", "n_epochs", "lr", "kl_coef", "device", "out")}
     base.update({"policy.model": str(lm_setup / "models" / "policy"), "policy.tokenizer": None,
                  "reward.kind": "callable", "reward.function": "tests.llm_reward_fns:great_minus_awful",
@@ -383,7 +320,7 @@ def test_sweep_runs_rlhf_configs_and_the_report_shows_reward_kl_and_samples(lm_s
 def test_custom_task_with_a_lexicon_reward(lm_setup, tmp_path):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"review {i}: the film was"}) + "\n" for i in range(24)))
-    cfg = _cfg(lm_setup, tmp_path, task="custom", data=str(prompts), iterations=2, target_coef=0.1,
+    cfg = rlhf_cfg(lm_setup, tmp_path, task="custom", data=str(prompts), iterations=2, target_coef=0.1,
                **{"reward.kind": "lexicon"})
     summary = train_rlhf(cfg, progress=False)
     rows = read_jsonl(run_dir(cfg) / "metrics.jsonl")
@@ -391,22 +328,7 @@ def test_custom_task_with_a_lexicon_reward(lm_setup, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "x", "reference": 3}) + "\n")
     with pytest.raises(ConfigError, match="data: a record's 'reference' is not a string"):
-        train_rlhf(_cfg(lm_setup, tmp_path, task="custom", data=str(bad), experiment="bad"), progress=False)
-
-
-def tiny_llama(root, folder) -> str:
-    """A 2-layer Llama (rotary positions, a float32 frequency buffer) with the corpus's tokenizer."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(root / "models" / "policy")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
-                         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+        train_rlhf(rlhf_cfg(lm_setup, tmp_path, task="custom", data=str(bad), experiment="bad"), progress=False)
 
 
 @pytest.mark.parametrize("architecture", ["gpt2", "llama"])
@@ -414,7 +336,7 @@ def test_bf16_policy_starts_at_zero_kl_to_its_reference(lm_setup, tmp_path, arch
     """Under bf16 autocast, with a sampling temperature: before any update the policy and its frozen
     copy give the same log-probabilities (both divided by the temperature in float32)."""
     model = tiny_llama(lm_setup, tmp_path / "llama") if architecture == "llama" else str(lm_setup / "models" / "policy")
-    cfg = _cfg(lm_setup, tmp_path, iterations=1, mixed_precision="bf16",
+    cfg = rlhf_cfg(lm_setup, tmp_path, iterations=1, mixed_precision="bf16",
                **{"policy.model": model, "generation.temperature": 0.7})
     train_rlhf(cfg, progress=False)
     assert read_jsonl(run_dir(cfg) / "metrics.jsonl")[0]["kl"] == 0.0
@@ -423,7 +345,7 @@ def test_bf16_policy_starts_at_zero_kl_to_its_reference(lm_setup, tmp_path, arch
 @pytest.mark.parametrize("lora", [0, 4])
 def test_another_architecture_trains(lm_setup, tmp_path, lora):
     """Not only GPT-2: a tiny Llama (rotary positions, no Conv1D) with its value head and LoRA."""
-    cfg = _cfg(lm_setup, tmp_path, iterations=2, **{"policy.model": tiny_llama(lm_setup, tmp_path / "llama"),
+    cfg = rlhf_cfg(lm_setup, tmp_path, iterations=2, **{"policy.model": tiny_llama(lm_setup, tmp_path / "llama"),
                                                     "policy.lora_r": lora})
     summary = train_rlhf(cfg, progress=False)
     rows = read_jsonl(run_dir(cfg) / "metrics.jsonl")
@@ -436,10 +358,10 @@ def test_separate_critic_keeps_value_gradients_out_of_the_policy(lm_setup, tmp_p
     """TRIL's IMDB critic is a full copy of the policy LM with its own linear head: one optimizer step
     of the value loss alone (α = 0, no NLL, no entropy, no weight decay) leaves every policy weight
     as it was and moves the critic. With the head on the policy's trunk the same step moves the policy."""
-    cfg = _cfg(lm_setup, tmp_path, alpha=0.0, target_coef=0.0, weight_decay=0.0, rollouts=4, minibatch_size=4,
+    cfg = rlhf_cfg(lm_setup, tmp_path, alpha=0.0, target_coef=0.0, weight_decay=0.0, rollouts=4, minibatch_size=4,
                n_epochs=1, experiment=value_head, **{"policy.value_head": value_head})
-    trainer = _trainer(cfg)
-    model = trainer.model
+    trainer = rlhf_trainer(cfg)
+    model = trainer.agent.model
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     rollout = trainer.collect(iteration_examples(trainer.train_examples, 0, cfg.rollouts, 0))
     trainer.update(rollout, torch.Generator().manual_seed(0))
@@ -456,8 +378,8 @@ def test_separate_critic_keeps_value_gradients_out_of_the_policy(lm_setup, tmp_p
 def test_adamw_groups_leave_biases_and_layer_norms_undecayed(lm_setup, tmp_path):
     """TRIL's AdamW (agent.py:173-187, cfgs/alg/ppo.yaml:55-60): eps 1e-5, weight decay (IMDB 1e-6)
     on weights only, never on biases and LayerNorm weights; every trainable parameter once."""
-    trainer = _trainer(_cfg(lm_setup, tmp_path, **{"policy.value_head": "separate"}))
-    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    trainer = rlhf_trainer(rlhf_cfg(lm_setup, tmp_path, **{"policy.value_head": "separate"}))
+    names = {id(p): n for n, p in trainer.agent.model.named_parameters()}
     decayed, undecayed = ({names[id(p)] for p in group["params"]} for group in trainer.optimizer.param_groups)
     assert [(g["weight_decay"], g["eps"]) for g in trainer.optimizer.param_groups] == [(1e-6, 1e-5), (0.0, 1e-5)]
     assert decayed.isdisjoint(undecayed) and decayed | undecayed == set(names.values())
@@ -473,14 +395,14 @@ def test_imdb_evaluation_on_the_whole_validation_split_with_tril_metrics(lm_setu
     from symrl.llm import generation, metrics
 
     eval_lm = str(lm_setup / "models" / "policy")  # the initial policy: both perplexities use the same LM
-    cfg = _cfg(lm_setup, tmp_path, eval_prompts=0, eval_samples=1000, eval_lms=[eval_lm], eval_ppl_stride=16,
+    cfg = rlhf_cfg(lm_setup, tmp_path, eval_prompts=0, eval_samples=1000, eval_lms=[eval_lm], eval_ppl_stride=16,
                **{"reward.function": "tests.llm_reward_fns:prompt_characters"})
-    trainer = _trainer(cfg)
+    trainer = rlhf_trainer(cfg)
     assert len(trainer.eval_examples) == 80  # 20% of the 400 reviews
     row = trainer.evaluate()
     assert [s["reward"] for s in row["samples"]] == [float(len(e.prompt)) for e in trainer.eval_examples]
     rollout = trainer.collect(trainer.train_examples[:8])
-    seen = generation.decode(trainer.tokenizer, rollout.batch.query, rollout.batch.query_mask)
+    seen = generation.decode(trainer.agent.tokenizer, rollout.batch.query, rollout.batch.query_mask)
     assert rollout.scores.tolist() == [float(len(p)) for p in seen]
     assert all(len(p) < len(e.prompt) for p, e in zip(seen, trainer.train_examples[:8]))  # 6 of 8-16 words
     lm, tokenizer = trainer.eval_lms[eval_lm]
@@ -495,11 +417,11 @@ def test_a_diverging_rlhf_run_stops_and_keeps_its_last_good_checkpoint(lm_setup,
     from tests import llm_reward_fns
 
     llm_reward_fns.CALLS["nan_from_third_call"] = 0
-    cfg = _cfg(lm_setup, tmp_path, iterations=4, **{"reward.function": "tests.llm_reward_fns:nan_from_third_call"})
+    cfg = rlhf_cfg(lm_setup, tmp_path, iterations=4, **{"reward.function": "tests.llm_reward_fns:nan_from_third_call"})
     with pytest.raises(TrainingDiverged, match="diverged at iteration 3: .*not finite.*checkpoint \\(step 2\\) is kept"):
         train_rlhf(cfg)
     path = run_dir(cfg)
     assert load_checkpoint(path)["step"] == 2
-    assert all(torch.isfinite(value).all() for value in _params(path).values())
+    assert all(torch.isfinite(value).all() for value in checkpoint_tensors(path).values())
     assert "diverged" in json.loads((path / "failed.json").read_text())["error"]
     assert not (path / "summary.json").exists()

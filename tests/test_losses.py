@@ -6,6 +6,8 @@ checks hold for any network on top of them.
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 
 import pytest
@@ -120,8 +122,8 @@ def test_alpha1_beta0_is_exactly_the_plain_baseline(kind, clip_vf):
         return dist, dist.log_prob(actions), obs @ w_v
 
     dist, lp, values = forward()
-    weights = LossWeights(pg=1.0, reverse=0.0, vf=vf, ent=ent_coef)
-    terms, ratio = symmetric_loss(kind, weights, lp, old_lp, adv, dist.entropy(), values, returns,
+    weights = LossWeights(pg=1.0, reverse=0.0, vf=vf, ent=ent_coef, policy_loss=kind)
+    terms, ratio = symmetric_loss(weights, lp, old_lp, adv, dist.entropy(), values, returns,
                                   old_values, EPS, clip_vf)
     got_grads = torch.autograd.grad(terms.total, params)
 
@@ -190,8 +192,8 @@ def test_sppo_mae_gradient_is_twice_ppo_gradient(head):
 
 def test_multicategorical_prob_is_product_over_dims():
     logits, actions, _ = _head_batch("multicategorical")
-    joint = MultiCategorical(logits).prob(actions)
-    per_dim = [Categorical(logits[:, d]).prob(actions[:, d]) for d in range(logits.shape[1])]
+    joint = MultiCategorical(logits).log_prob(actions).exp()
+    per_dim = [Categorical(logits[:, d]).log_prob(actions[:, d]).exp() for d in range(logits.shape[1])]
     torch.testing.assert_close(joint, per_dim[0] * per_dim[1] * per_dim[2])
 
 
@@ -210,7 +212,7 @@ def test_symmetric_loss_ppo_policy_gradient_is_multiplier_times_ppo(head, alpha,
     values = torch.zeros(len(RATIOS), dtype=DT, requires_grad=True)
     returns = torch.ones(len(RATIOS), dtype=DT)
     w = LossWeights(pg=alpha, reverse=beta, vf=0.5, ent=0.0, reverse_kind=reverse, Z=Z)
-    terms, _ = symmetric_loss("ppo", w, dist.log_prob(actions), old_lp, adv, dist.entropy(),
+    terms, _ = symmetric_loss(w, dist.log_prob(actions), old_lp, adv, dist.entropy(),
                               values, returns, clip_range=EPS)
     g = _grad(terms.total, logits)
 
@@ -228,7 +230,7 @@ def test_sppo_equals_scaled_ppo_in_all_gradients(alpha, beta, Z):
 
     def grads(weights):
         dist = Categorical(obs @ w_pi)
-        terms, _ = symmetric_loss("ppo", weights, dist.log_prob(actions), old_lp, adv,
+        terms, _ = symmetric_loss(weights, dist.log_prob(actions), old_lp, adv,
                                   dist.entropy(), obs @ w_v, returns, old_values, EPS, 0.2)
         return torch.autograd.grad(terms.total, params)
 
@@ -252,7 +254,7 @@ def test_sa2c_reverse_gradient_is_prob_weighted_a2c_gradient(head, reverse, Z):
     adv = torch.randn(b, generator=_gen(6), dtype=DT)
 
     g_a2c = _grad(a2c_policy_loss(dist_cls(logits).log_prob(actions), adv), logits)
-    prob = dist_cls(logits).prob(actions)
+    prob = dist_cls(logits).log_prob(actions).exp()
     g_rev = _grad(a2c_reverse_loss(prob, adv, reverse, Z), logits)
 
     scale = abs(Z) if reverse == "rce" else 2.0
@@ -265,7 +267,7 @@ def test_sa2c_reverse_gradient_is_prob_weighted_a2c_gradient(head, reverse, Z):
     for i in (0, b - 1):
         leaf = logits.detach()[i:i + 1].clone().requires_grad_()
         g1_a2c = _grad(a2c_policy_loss(dist_cls(leaf).log_prob(actions[i:i + 1]), adv[i:i + 1]), leaf)
-        p1 = dist_cls(leaf).prob(actions[i:i + 1])
+        p1 = dist_cls(leaf).log_prob(actions[i:i + 1]).exp()
         g1_rev = _grad(a2c_reverse_loss(p1, adv[i:i + 1], reverse, Z), leaf)
         torch.testing.assert_close(g1_rev, scale * p1.detach().item() * g1_a2c, rtol=1e-5, atol=1e-12)
         torch.testing.assert_close(g1_rev, b * g_rev[i:i + 1], rtol=1e-10, atol=1e-12)
@@ -278,12 +280,12 @@ def test_symmetric_loss_a2c_policy_gradient_per_sample():
     alpha, beta, Z = 0.5, 1.0, -1.0
     g_a2c = _grad(a2c_policy_loss(Categorical(logits).log_prob(actions), adv), logits)
     dist = Categorical(logits)
-    terms, ratio = symmetric_loss("a2c", LossWeights(alpha, beta, 0.25, 0.0, "rce", Z),
+    terms, ratio = symmetric_loss(LossWeights(alpha, beta, 0.25, 0.0, "rce", Z, "a2c"),
                                   dist.log_prob(actions), None, adv, dist.entropy(),
                                   torch.zeros(b, dtype=DT), torch.zeros(b, dtype=DT))
     assert ratio is None
     g = _grad(terms.total, logits)
-    prob = dist.prob(actions).detach()
+    prob = dist.log_prob(actions).exp().detach()
     torch.testing.assert_close(g, (alpha + beta * abs(Z) * prob)[:, None] * g_a2c, rtol=1e-5, atol=1e-12)
 
 
@@ -335,10 +337,10 @@ def test_unknown_reverse_kind_rejected_by_loss():
 def test_symmetric_loss_rejects_bad_kind_and_missing_old_log_prob():
     x = torch.zeros(3, dtype=DT)
     w = LossWeights(1.0, 0.0, 0.5, 0.0)
-    with pytest.raises(ValueError, match="kind"):
-        symmetric_loss("trpo", w, x, x, x, x, x, x)
+    with pytest.raises(ValueError, match="policy_loss"):
+        symmetric_loss(dataclasses.replace(w, policy_loss="trpo"), x, x, x, x, x, x)
     with pytest.raises(ValueError, match="old_log_prob"):
-        symmetric_loss("ppo", w, x, None, x, x, x, x)
+        symmetric_loss(w, x, None, x, x, x, x)
 
 
 # --------------------------------------------------------------------------- masks (LLM tokens)
@@ -400,7 +402,7 @@ def test_masked_sppo_gradient_is_multiplier_times_ppo_per_token(alpha, beta, Z):
     lp = _token_log_prob(logits, tokens)
     entropy = -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1)
     values = torch.zeros_like(adv, requires_grad=True)
-    terms, _ = symmetric_loss("ppo", LossWeights(alpha, beta, 0.5, 0.0, "rce", Z), lp, old_lp, adv,
+    terms, _ = symmetric_loss(LossWeights(alpha, beta, 0.5, 0.0, "rce", Z), lp, old_lp, adv,
                               entropy, values, torch.ones_like(adv), clip_range=EPS, mask=mask)
     g = _grad(terms.total, logits)
 
@@ -465,7 +467,7 @@ def test_reverse_terms_equal_the_papers_literal_formulas(reverse):
     torch.testing.assert_close(a2c_reverse_loss(prob, adv, reverse, Z), core.mean())
     weights = LossWeights(pg=0.5, reverse=1.0, vf=0.0, ent=0.0, reverse_kind=reverse, Z=Z)
     zeros = torch.zeros(64, dtype=torch.float64)
-    terms, _ = symmetric_loss("ppo", weights, lp, old_lp, adv, zeros, zeros, zeros, clip_range=eps)
+    terms, _ = symmetric_loss(weights, lp, old_lp, adv, zeros, zeros, zeros, clip_range=eps)
     torch.testing.assert_close(terms.reverse, literal_ppo)
 
 

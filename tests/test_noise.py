@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from gymnasium import spaces
 
-from symrl.algos import ppo
-from symrl.algos.update import UpdateSettings
-from symrl.distributions import head_spec
-from symrl.flat import FlatAdam, FlatParameters
-from symrl.losses import LossWeights
-from symrl.nets import ActorCritic
+from symrl.algos.onpolicy import OnPolicyTrainer
+from symrl.config import build_config
 from symrl.noise import NOISE_KINDS, REWARD_NOISE, flip_advantages, noisy_rewards
 
 N = 200_000
@@ -127,33 +122,23 @@ def test_two_dimensional_rollout_shape_is_kept():
     assert flip_advantages(r + 1.0, 0.5, _gen(6)).shape == r.shape
 
 
-def test_adv_flip_draws_a_fresh_mask_for_every_minibatch_of_every_epoch(monkeypatch):
+def test_adv_flip_draws_a_fresh_mask_for_every_minibatch_of_every_epoch(tmp_path):
     """As upstream (Symmetric_RL sppo.py:239-241, ppo.py:224-226): the flip happens inside the
     update, before normalization, so the two epochs over one rollout flip different samples."""
     n, batch_size, p = 256, 64, 0.3
-    torch.manual_seed(0)
-    model = ActorCritic(3, head_spec(spaces.Discrete(2)))
-    params = FlatParameters(model)
-    obs = torch.randn(n, 3)
-    actions = torch.randint(0, 2, (n,))
+    trainer = OnPolicyTrainer(build_config(None, {"noise": "adv_flip", "noise_scale": p, "n_epochs": 2,
+                                                  "batch_size": batch_size, "n_steps": n, "out": str(tmp_path)}))
+    obs = torch.randn(n, 4, generator=_gen(0))
+    actions = torch.randint(0, 2, (n,), generator=_gen(1))
     with torch.no_grad():
-        dist, values = model(obs)
+        dist, values = trainer.model(obs)
         log_probs = dist.log_prob(actions)
     # every sample's advantage is distinct and positive, so a negative one names a flipped sample
     batch = {"obs": obs, "actions": actions, "log_probs": log_probs, "values": values,
              "advantages": torch.arange(1.0, n + 1.0), "returns": values}
-    seen = []  # the advantages each gradient step used, after adv_flip
-    real_step = ppo.gradient_step
-
-    def recording_step(*args, **kwargs):
-        out = real_step(*args, **kwargs)
-        seen.append(out["adv_raw"])
-        return out
-
-    monkeypatch.setattr(ppo, "gradient_step", recording_step)
-    settings = UpdateSettings("ppo", LossWeights(1.0, 0.0, 0.5, 0.0), 0.2, None, True, 0.5, n_epochs=2,
-                              batch_size=batch_size, adv_flip=p)
-    ppo.ppo_update(model, params, FlatAdam(params.param, lr=1e-4), batch, settings, _gen(7), _gen(8))
+    # the advantages each gradient step used, after adv_flip: the minibatches of learn()
+    seen = [trainer.gradient_step(mb, 0.2)[1].advantages for mb in trainer.minibatches(batch)]
+    trainer.close()
     per_epoch = n // batch_size
     assert len(seen) == 2 * per_epoch
     flipped = [{int(-a) for a in torch.cat(seen[e * per_epoch:(e + 1) * per_epoch]) if a < 0} for e in (0, 1)]

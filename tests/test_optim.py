@@ -8,7 +8,7 @@ from stable_baselines3.common.sb2_compat import rmsprop_tf_like
 from torch import nn
 
 from symrl.config import CHOICES, ConfigError, build_config
-from symrl.flat import FlatAdam, FlatParameters
+from symrl.flat import FlatParameters
 from symrl.optim import FlatRMSpropTF, make_optimizer
 
 
@@ -59,9 +59,9 @@ def test_rmsprop_tf_state_round_trips():
 
 def test_every_optimizer_name_builds_its_optimizer():
     kinds = {name: type(make_optimizer(name, _flat(), 1e-3)) for name in CHOICES["optimizer"]}
-    assert kinds == {"adam": FlatAdam, "rmsprop": torch.optim.RMSprop, "rmsprop_tf": FlatRMSpropTF}
+    assert kinds == {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "rmsprop_tf": FlatRMSpropTF}
     adam = make_optimizer("adam", _flat(), 1e-3)
-    assert adam.param_groups[0]["eps"] == 1e-5
+    assert (adam.param_groups[0]["eps"], adam.param_groups[0]["fused"]) == (1e-5, True)
     torch_rms = make_optimizer("rmsprop", _flat(), 1e-3).param_groups[0]
     assert (torch_rms["alpha"], torch_rms["eps"]) == (0.99, 1e-5)
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import re
 
 import pytest
 
 from symrl.config import build_config, load_preset, preset_names
 from symrl.losses import effective_pg_multiplier
+from tests.helpers import settings_view
 
 
 def _differing(a: str, b: str) -> set[str]:
     """The settings in which two resolved presets differ."""
-    x, y = build_config(a).to_dict(), build_config(b).to_dict()
+    x, y = settings_view(build_config(a)), settings_view(build_config(b))
     return {k for k in x if x[k] != y[k]}
 
 
@@ -29,26 +32,26 @@ def test_every_preset_builds_and_names_its_upstream_source(name):
 def test_families_share_everything_but_what_they_are_about():
     """The control differs from SPPO only in the algorithm, and has SPPO's multiplier."""
     for family in ("atari", "mujoco", "box2d", "classic", "mujoco-humanoid"):
-        sppo = build_config(f"{family}-sppo").to_dict()
-        scaled = build_config(f"{family}-scaled_ppo").to_dict()
-        assert {k for k in sppo if sppo[k] != scaled[k]} == {"algo"}
-        m_sppo = effective_pg_multiplier("sppo", sppo["alpha"], sppo["beta"], sppo["Z"]).value
-        assert m_sppo == effective_pg_multiplier("scaled_ppo", scaled["alpha"], scaled["beta"], scaled["Z"]).value
+        sppo, scaled = build_config(f"{family}-sppo"), build_config(f"{family}-scaled_ppo")
+        assert (sppo.loss.algo, scaled.loss.algo) == ("sppo", "scaled_ppo")
+        assert dataclasses.replace(scaled, loss=dataclasses.replace(scaled.loss, algo="sppo")) == sppo
+        m_sppo = effective_pg_multiplier("sppo", sppo.loss.alpha, sppo.loss.beta, sppo.loss.Z).value
+        assert m_sppo == effective_pg_multiplier("scaled_ppo", scaled.loss.alpha, scaled.loss.beta, scaled.loss.Z).value
 
 
 def test_paper_protocols():
     atari = build_config("atari-sppo")
-    assert (atari.n_envs, atari.n_steps, atari.n_epochs, atari.batch_size) == (8, 128, 4, 256)
-    assert (atari.alpha, atari.beta, atari.clip_range, atari.lr) == (0.5, 1.0, 0.1, 2.5e-4)
+    assert (atari.n_envs, atari.n_steps, atari.loss.n_epochs, atari.batch_size) == (8, 128, 4, 256)
+    assert (atari.loss.alpha, atari.loss.beta, atari.loss.clip_range, atari.lr) == (0.5, 1.0, 0.1, 2.5e-4)
     assert atari.anneal_lr and atari.anneal_clip and not atari.eval_deterministic
     assert (atari.eval_every, atari.eval_episodes, atari.total_steps) == (10_000, 10, 5_000_000)
     a2c = build_config("atari-a2c")
-    assert (a2c.n_envs, a2c.n_steps, a2c.lr, a2c.vf_coef, a2c.gae_lambda) == (16, 5, 7e-4, 0.25, 1.0)
+    assert (a2c.n_envs, a2c.n_steps, a2c.lr, a2c.loss.vf_coef, a2c.loss.gae_lambda) == (16, 5, 7e-4, 0.25, 1.0)
     dsppo = build_config("mujoco-dsppo")
-    assert (dsppo.discretize, dsppo.alpha, dsppo.beta, dsppo.n_steps, dsppo.batch_size) == (11, 0.5, 20.0, 2048, 64)
+    assert (dsppo.discretize, dsppo.loss.alpha, dsppo.loss.beta, dsppo.n_steps, dsppo.batch_size) == (11, 0.5, 20.0, 2048, 64)
     assert dsppo.norm_obs and dsppo.norm_reward and dsppo.eval_deterministic
     assert (dsppo.eval_every, dsppo.total_steps) == (5_000, 2_000_000)
-    assert build_config("mujoco-dppo").beta == 0 and build_config("mujoco-dppo").discretize == 11
+    assert build_config("mujoco-dppo").loss.beta == 0 and build_config("mujoco-dppo").discretize == 11
     # the noise defaults the paper used, when a sweep turns noise on
     assert build_config("atari-ppo", {"noise": "reward_flip"}).noise_scale == 0.1
     assert build_config("mujoco-ppo", {"noise": "gaussian"}).noise_scale == 0.05
@@ -58,7 +61,7 @@ def test_atari_ppo_is_the_released_baseline_and_ppo_norm_isolates_the_loss():
     """Released: PPO and A2C/SA2C without advantage normalization, SPPO with it (Symmetric_RL
     run_discrete_basic.sh:23-27, run_discrete_srl.sh:25-29); atari-ppo-norm differs from atari-ppo
     only in normalization and from atari-sppo only in the loss."""
-    norm = {name: build_config(name).norm_adv for name in
+    norm = {name: build_config(name).loss.norm_adv for name in
             ("atari-ppo", "atari-ppo-norm", "atari-sppo", "atari-scaled_ppo", "atari-a2c", "atari-sa2c")}
     assert norm == {"atari-ppo": False, "atari-ppo-norm": True, "atari-sppo": True, "atari-scaled_ppo": True,
                     "atari-a2c": False, "atari-sa2c": False}
@@ -73,7 +76,7 @@ def test_a2c_optimizers_follow_upstream():
     assert {name for name, opt in optimizer.items() if opt == "rmsprop_tf"} == {"atari-a2c", "atari-sa2c"}
     assert {name for name, opt in optimizer.items() if opt == "rmsprop"} == {
         "mujoco-a2c", "mujoco-sa2c", "box2d-a2c", "box2d-sa2c"}
-    assert all(opt == "adam" for name, opt in optimizer.items() if build_config(name).family == "ppo")
+    assert all(opt == "adam" for name, opt in optimizer.items() if build_config(name).loss.family == "ppo")
     # and the family defaults, where no preset says
     assert build_config(None, {"algo": "a2c"}).optimizer == "rmsprop"
     assert build_config(None, {"algo": "sppo"}).optimizer == "adam"
@@ -82,16 +85,16 @@ def test_a2c_optimizers_follow_upstream():
 def test_humanoid_presets_are_the_tuned_upstream_settings():
     """Symmetric_RL hyperparams/ppo.yml:23-40 = sppo.yml:20-37, SB3's PPO defaults for the rest."""
     ppo = build_config("mujoco-humanoid-ppo")
-    assert (ppo.env, ppo.total_steps, ppo.n_envs, ppo.n_steps, ppo.batch_size, ppo.n_epochs) == (
+    assert (ppo.env, ppo.total_steps, ppo.n_envs, ppo.n_steps, ppo.batch_size, ppo.loss.n_epochs) == (
         "Humanoid-v4", 10_000_000, 1, 512, 256, 5)
-    assert (ppo.gamma, ppo.lr, ppo.ent_coef, ppo.clip_range) == (0.95, 3.5e-5, 0.002, 0.3)
-    assert (ppo.gae_lambda, ppo.vf_coef, ppo.max_grad_norm, ppo.optimizer) == (0.95, 0.5, 0.5, "adam")
+    assert (ppo.loss.gamma, ppo.lr, ppo.loss.ent_coef, ppo.loss.clip_range) == (0.95, 3.5e-5, 0.002, 0.3)
+    assert (ppo.loss.gae_lambda, ppo.loss.vf_coef, ppo.loss.max_grad_norm, ppo.optimizer) == (0.95, 0.5, 0.5, "adam")
     assert (ppo.net.hidden, ppo.net.activation, ppo.net.log_std_init, ppo.net.ortho_init) == (
         [256, 256], "relu", -2.0, False)
-    assert ppo.norm_obs and ppo.norm_reward and ppo.norm_adv and ppo.discretize == 0 and not ppo.anneal_lr
+    assert ppo.norm_obs and ppo.norm_reward and ppo.loss.norm_adv and ppo.discretize == 0 and not ppo.anneal_lr
     assert _differing("mujoco-humanoid-ppo", "mujoco-humanoid-sppo") == {"algo", "alpha", "beta", "discretize"}
     sppo = build_config("mujoco-humanoid-sppo")
-    assert (sppo.discretize, sppo.alpha, sppo.beta, sppo.Z) == (11, 0.5, 20.0, -1.0)
+    assert (sppo.discretize, sppo.loss.alpha, sppo.loss.beta, sppo.loss.Z) == (11, 0.5, 20.0, -1.0)
     # the other MuJoCo presets keep SB3's orthogonal initialization
     assert build_config("mujoco-dsppo").net.ortho_init
 

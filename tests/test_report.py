@@ -176,12 +176,17 @@ def test_report_links_every_figure_and_names_its_command(report, tree):
     assert f"symrl report {tree} --out {tree / 'out'}" in text
 
 
-def test_cli_report_exits_0_and_prints_the_report_path(tree, tmp_path):
+def test_cli_report_exits_0_and_prints_the_short_table_and_the_report_path(tree, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "symrl.cli", "report", str(tree), "--out", str(tmp_path)],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == f"report: {tmp_path / 'report.md'}"
+    out = proc.stdout.strip()
+    assert out.startswith("Runs read: 27 (24 finished, 1 not finished, 2 failed).")
+    cartpole = out.split("main / CartPole-v1\n")[1].split("\n\n")[0].splitlines()
+    assert cartpole[0] == "| method | seeds | final eval mean ± std | IQM [95% CI] |"
+    assert cartpole[2].startswith("| ppo | 3 | 300.0 ± 100.0 | 300.0 [")
+    assert out.splitlines()[-1] == f"report: {tmp_path / 'report.md'}"
     assert (tmp_path / "report.md").exists()
 
 
@@ -190,6 +195,13 @@ def test_report_on_an_empty_folder_says_so_and_a_missing_one_is_an_error(tmp_pat
     assert "Runs read: 0 (0 finished" in text
     with pytest.raises(ConfigError, match="runs_dir: '.*no-such' is not a folder"):
         build_report(tmp_path / "no-such", tmp_path / "report")
+
+
+def test_a_run_finished_after_a_recorded_failure_counts_as_finished_as_symrl_sweep_reads_it(tmp_path):
+    """A sweep run that failed, then was finished by hand with `symrl train`: its failed.json is stale."""
+    write_run(tmp_path, "main", "CartPole-v1", "ppo", 0, {1000: 200}, failed="RuntimeError: an earlier attempt")
+    text = build_report(tmp_path, tmp_path / "report").read_text()
+    assert "Runs read: 1 (1 finished, 0 not finished, 0 failed)" in text and "earlier attempt" not in text
 
 
 def test_report_over_real_tiny_trainings(tmp_path):

@@ -1,4 +1,5 @@
-"""`symrl sweep`: spec expansion and validation, crash isolation, skip/resume/retry, dry-run states."""
+"""`symrl sweep`: spec expansion and validation, overrides, crash isolation, Ctrl-C, skip/resume/retry,
+dry-run states."""
 
 from __future__ import annotations
 
@@ -8,18 +9,23 @@ import itertools
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
+import torch
 import yaml
 
 from symrl.algos.onpolicy import train
 from symrl.cli import main
 from symrl.config import build_config, preset_names
 from symrl.report import build_report
-from symrl.run import run_dir
-from symrl.sweep import expand, load_spec, load_sweep, run_sweep
+from symrl.run import CHECKPOINT_STEP, run_dir, run_state
+from symrl.sweep import COMMANDS, expand, load_spec, load_sweep, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"n_envs": 2, "n_steps": 32, "total_steps": 128, "eval_episodes": 1}
@@ -132,15 +138,21 @@ def test_rerun_skips_finished_runs_and_retries_the_failed_one(crashed, tmp_path,
     assert not (bad / "failed.json").exists() and (bad / "summary.json").exists()
 
 
-def test_dry_run_states_new_partial_finished_failed(tmp_path):
+def test_dry_run_states_new_partial_finished_failed(tmp_path, monkeypatch, train_until_killed):
     base = {"env": "CartPole-v1", **TINY, "total_steps": 256, "checkpoint_every": 64, "out": str(tmp_path)}
     spec = _write(tmp_path / "spec.yaml", {"base": base, "grid": {"seed": [0, 1, 2, 3]}})
     train(build_config(None, {**base, "seed": 1}))
-    train(build_config(None, {**base, "seed": 2}), stop_after_updates=2)
+    train_until_killed(build_config(None, {**base, "seed": 2}), 2)
     failed = run_dir(build_config(None, {**base, "seed": 3}))
     failed.mkdir(parents=True)
     (failed / "failed.json").write_text(json.dumps({"error": "RuntimeError: boom", "log": "x/train.log"}))
+    partial = run_dir(build_config(None, {**base, "seed": 2}))
+    assert json.loads((partial / CHECKPOINT_STEP).read_text()) == {"step": 128}
 
+    def no_checkpoint_loading(*args, **kwargs):
+        raise AssertionError("the state of a run is read from small JSON files, not from its checkpoint")
+
+    monkeypatch.setattr(torch, "load", no_checkpoint_loading)
     code, out = _sweep(spec, dry_run=True)
     lines = out.splitlines()[1:5]
     assert code == 0
@@ -149,6 +161,19 @@ def test_dry_run_states_new_partial_finished_failed(tmp_path):
     assert lines[2].endswith("seed2  checkpoint at step 128") and lines[2].startswith("  partial ")
     assert lines[3].endswith("seed3  RuntimeError: boom (log: x/train.log)") and lines[3].startswith("  failed ")
     assert not run_dir(build_config(None, {**base, "seed": 0})).exists()  # nothing ran
+
+
+def test_overrides_apply_to_every_run_after_the_specs_own_values(capsys, tmp_path):
+    spec = _write(tmp_path / "spec.yaml", {"base": {**TINY, "out": str(tmp_path), "experiment": "x-{n_envs}"},
+                                           "grid": {"seed": [0, 1], "n_envs": [2, 4]},
+                                           "include": [{"seed": 2, "total_steps": 64}]})
+    # key=value before and after an option, as `symrl train` takes them
+    assert main(["sweep", str(spec), "n_envs=8", "--dry-run", "total_steps=512"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[1] for line in out.splitlines()[1:-1]] == [
+        f"{tmp_path}/x-8/CartPole-v1/ppo/seed{seed}" for seed in (0, 1, 2)]  # the grid's n_envs collapse into 8
+    runs = load_sweep(spec, {"n_envs": 8, "total_steps": 512})
+    assert {(run.cfg.n_envs, run.cfg.total_steps) for run in runs} == {(8, 512)}
 
 
 def test_expansion_grids_templates_include_exclude_and_duplicates(tmp_path):
@@ -234,6 +259,7 @@ SHIPPED_FACTS = {
     "mujoco": (1260, MUJOCO_STEPS, 2_000_000, RELEASED_SEEDS["mujoco"]),
     "mujoco-noise": (1260, MUJOCO_STEPS, 2_000_000, RELEASED_SEEDS["mujoco"]),
     "box2d": (720, {}, 2_000_000, RELEASED_SEEDS["mujoco"]),
+    "demo": (9, {}, 81_920, [0, 1, 2]),
 }
 
 
@@ -243,7 +269,7 @@ def test_rlhf_demo_spec_expands_to_three_methods_by_three_seeds(monkeypatch):
         pytest.skip(f"the offline review corpus is not at {data}")
     monkeypatch.chdir(ROOT)  # the presets name the corpus relative to the repository, as `make demo-rlhf` runs
     runs = load_sweep(ROOT / "sweeps" / "rlhf-demo.yaml")
-    assert sorted((run.cfg.algo, run.cfg.seed) for run in runs) == [
+    assert sorted((run.cfg.loss.algo, run.cfg.seed) for run in runs) == [
         (algo, seed) for algo in ("ppo", "scaled_ppo", "sppo") for seed in (0, 1, 2)]
     assert {run.cfg.task for run in runs} == {"imdb"} and {run.cfg.experiment for run in runs} == {"imdb-offline"}
 
@@ -271,8 +297,10 @@ def test_shipped_specs_expand(path):
     assert seeds == released_seeds
     assert len(runs) * len(seeds) == count
     assert all(run.cfg.out == "runs" for run in runs)
+    # each run's process rebuilds its config from the resolved settings it is handed
+    assert all(COMMANDS["train"](None, run.cfg.to_dict()) == run.cfg for run in runs)
     assert {(run.preset, run.cfg.env): run.cfg.total_steps for run in runs} == {
-        (run.preset, run.cfg.env): steps.get((run.cfg.family, run.cfg.env), default_steps) for run in runs}
+        (run.preset, run.cfg.env): steps.get((run.cfg.loss.family, run.cfg.env), default_steps) for run in runs}
 
 
 @pytest.mark.parametrize("name", ["mujoco", "mujoco-noise"])
@@ -285,7 +313,41 @@ def test_mujoco_specs_run_every_preset_on_every_env_with_swimmers_a2c_gamma(name
             "HumanoidStandup-v4"}
     presets = {"mujoco-ppo", "mujoco-dppo", "mujoco-dsppo", "mujoco-scaled_ppo", "mujoco-a2c", "mujoco-sa2c"}
     assert sorted((run.preset, run.cfg.env) for run in runs) == sorted(itertools.product(presets, envs))
-    gammas = {(run.preset, run.cfg.env): run.cfg.gamma for run in runs}
+    gammas = {(run.preset, run.cfg.env): run.cfg.loss.gamma for run in runs}
     assert {key for key, gamma in gammas.items() if gamma != 0.99} == {("mujoco-a2c", "Swimmer-v4"),
                                                                          ("mujoco-sa2c", "Swimmer-v4")}
     assert gammas["mujoco-a2c", "Swimmer-v4"] == gammas["mujoco-sa2c", "Swimmer-v4"] == 0.9999
+
+
+def test_demo_spec_is_ppo_sppo_and_scaled_ppo_on_cartpole_under_gaussian_reward_noise():
+    runs = load_sweep(ROOT / "sweeps" / "demo.yaml")
+    assert sorted((run.preset, run.cfg.seed) for run in runs) == [
+        (f"classic-{method}", seed) for method in ("ppo", "scaled_ppo", "sppo") for seed in (0, 1, 2)]
+    assert {(run.cfg.env, run.cfg.noise, run.cfg.noise_scale, run.cfg.total_steps, run.cfg.eval_every,
+             run.cfg.eval_episodes, str(run.path.parents[2])) for run in runs} == {
+        ("CartPole-v1", "gaussian", 3.0, 81_920, 8192, 10, "runs/demo")}
+
+
+def test_ctrl_c_stops_every_run_and_each_keeps_its_checkpoint(tmp_path):
+    """Ctrl-C in a terminal signals the sweep and its runs' processes (one process group)."""
+    base = {"env": "CartPole-v1", **TINY, "total_steps": 10**7, "checkpoint_every": 64, "eval_every": 0,
+            "out": str(tmp_path)}
+    spec = _write(tmp_path / "spec.yaml", {"base": base, "grid": {"seed": [0, 1]}})
+    dirs = [run.path for run in load_sweep(spec)]
+    sweep = subprocess.Popen([sys.executable, "-m", "symrl.cli", "sweep", str(spec), "--workers", "2"], cwd=ROOT,
+                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not all((d / CHECKPOINT_STEP).exists() for d in dirs):
+            assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()
+            time.sleep(0.2)
+        runs = psutil.Process(sweep.pid).children()
+        assert len(runs) == 2
+        os.killpg(sweep.pid, signal.SIGINT)
+        _, err = sweep.communicate(timeout=60)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    assert sweep.returncode == 130 and "interrupted; run the same command again to resume" in err
+    assert not [p for p in runs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert [run_state(d).status for d in dirs] == ["partial", "partial"]

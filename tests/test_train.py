@@ -16,7 +16,6 @@ import torch
 
 from symrl.algos.onpolicy import OnPolicyTrainer, train
 from symrl.config import ConfigError, build_config
-from symrl.flat import FlatAdam
 from symrl.optim import FlatRMSpropTF
 from symrl.run import CHECKPOINT, read_jsonl, run_dir
 
@@ -43,7 +42,7 @@ def _without_timing(rows: list[dict]) -> list[dict]:
 
 
 @pytest.mark.parametrize("case", ["ppo", "sppo", "a2c", "sa2c", "a2c-rmsprop_tf", "sppo-adv_flip"])
-def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, case):
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, case, train_until_killed):
     algo = case.partition("-")[0]
     extra = {
         # schedules and early stopping resume mid-way
@@ -61,8 +60,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, case):
     whole = _cfg(tmp_path, algo=algo, experiment="whole", **extra)
     train(whole)
     parts = _cfg(tmp_path, algo=algo, experiment="parts", **extra)
-    partial = train(parts, stop_after_updates=3)  # "killed" after 3 updates; last checkpoint earlier
-    assert partial["finished"] is False
+    train_until_killed(parts, 3)  # "killed" after 3 updates; last checkpoint earlier
     train(parts)
     _assert_same_params(_params(whole), _params(parts))
     for name in ("metrics.jsonl", "eval.jsonl"):
@@ -138,7 +136,7 @@ def test_truncation_bootstraps_from_the_final_observation(tmp_path):
     final_obs_value = buf.bootstrap[199, 0]
     assert final_obs_value != buf.values[200, 0]
     adv, _ = trainer.advantages(buf.tensors(trainer.device))
-    expected = buf.rewards[199, 0] + trainer.cfg.gamma * final_obs_value - buf.values[199, 0]
+    expected = buf.rewards[199, 0] + trainer.cfg.loss.gamma * final_obs_value - buf.values[199, 0]
     assert abs(float(adv[199, 0]) - expected) < 1e-5
     trainer.close()
 
@@ -199,7 +197,7 @@ def test_gaussian_policy_refuses_the_reverse_term(tmp_path):
         OnPolicyTrainer(_cfg(tmp_path, algo="sppo", env="Pendulum-v1"))
 
 
-@pytest.mark.parametrize("optimizer,kind", [("adam", FlatAdam), ("rmsprop", torch.optim.RMSprop),
+@pytest.mark.parametrize("optimizer,kind", [("adam", torch.optim.Adam), ("rmsprop", torch.optim.RMSprop),
                                             ("rmsprop_tf", FlatRMSpropTF)])
 def test_network_init_and_optimizer_come_from_the_config(tmp_path, optimizer, kind):
     """net.ortho_init=false keeps torch's init (non-zero biases), and the optimizer is the one named."""
@@ -263,12 +261,12 @@ def test_atari_checkpoints_never_cut_training_episodes(tmp_path):
     _assert_same_params(_params(often), _params(never))
 
 
-def test_atari_killed_and_resumed_equals_uninterrupted(tmp_path):
+def test_atari_killed_and_resumed_equals_uninterrupted(tmp_path, train_until_killed):
     # asynchronous envs: their states cross process boundaries
     whole = _atari_cfg(tmp_path, experiment="whole", checkpoint_every=64, vec_env="async")
     parts = _atari_cfg(tmp_path, experiment="parts", checkpoint_every=64, vec_env="async")
     train(whole)
-    assert train(parts, stop_after_updates=3)["finished"] is False
+    train_until_killed(parts, 3)
     state = torch.load(run_dir(parts) / CHECKPOINT, weights_only=False)
     assert state["env_state"]["envs"][0]["kind"] == "ale"
     train(parts)
@@ -277,13 +275,13 @@ def test_atari_killed_and_resumed_equals_uninterrupted(tmp_path):
         _without_timing(read_jsonl(run_dir(parts) / "metrics.jsonl"))
 
 
-def test_mujoco_killed_and_resumed_equals_uninterrupted_mid_episode(tmp_path):
+def test_mujoco_killed_and_resumed_equals_uninterrupted_mid_episode(tmp_path, train_until_killed):
     extra = dict(env="HalfCheetah-v4", n_envs=1, n_steps=64, batch_size=64, n_epochs=1, total_steps=512,
                  checkpoint_every=128, eval_every=0, norm_obs=True, norm_reward=True)
     whole = _cfg(tmp_path, experiment="whole", **extra)
     parts = _cfg(tmp_path, experiment="parts", **extra)
     assert train(whole)["env_checkpoint"] == "state"
-    train(parts, stop_after_updates=3)  # HalfCheetah's episodes last 1000 steps: all of it is mid-episode
+    train_until_killed(parts, 3)  # HalfCheetah's episodes last 1000 steps: all of it is mid-episode
     train(parts)
     _assert_same_params(_params(whole), _params(parts))
     assert _without_timing(read_jsonl(run_dir(whole) / "metrics.jsonl")) == \
@@ -313,7 +311,7 @@ def test_annealing_clock_is_cleanrls_or_sb3s(tmp_path, after_rollout):
     for k, (lr, clip) in enumerate(seen):
         # SB3: progress after the rollout, 1 - steps/total (clamped at 0); CleanRL: 1 - update/updates
         remaining = max(0.0, 1 - (k + 1) * rollout / 1000) if after_rollout else 1 - k / 8
-        assert lr == pytest.approx(cfg.lr * remaining) and clip == pytest.approx(cfg.clip_range * remaining)
+        assert lr == pytest.approx(cfg.lr * remaining) and clip == pytest.approx(cfg.loss.clip_range * remaining)
 
 
 def test_a_diverging_run_stops_in_one_line_and_keeps_its_last_good_checkpoint(tmp_path):
@@ -350,7 +348,7 @@ def test_target_kl_stops_before_the_step_of_the_offending_minibatch(tmp_path, ta
     assert len(steps) == expected_steps
 
 
-def test_a_run_resumes_on_the_backend_it_started_on(tmp_path, monkeypatch):
+def test_a_run_resumes_on_the_backend_it_started_on(tmp_path, monkeypatch, train_until_killed):
     """envpool missing when the run started: it trained on Gymnasium, and goes on there once
     envpool is installed (its checkpoints hold Gymnasium's env state)."""
     from symrl.envs import make
@@ -359,6 +357,6 @@ def test_a_run_resumes_on_the_backend_it_started_on(tmp_path, monkeypatch):
                      **{"atari.fire_reset": False, "atari.life_reset": False})
     with monkeypatch.context() as patch:
         patch.setattr(make, "envpool_available", lambda: False)
-        assert train(cfg, stop_after_updates=2)["finished"] is False
+        train_until_killed(cfg, 2)
     summary = train(cfg)
     assert summary["env_backend"] == "gymnasium" and summary["env_checkpoint"] == "state"

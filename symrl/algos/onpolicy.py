@@ -1,7 +1,8 @@
 """The one on-policy loop: collect → training noise → GAE → update → log → evaluate → checkpoint.
 
-A2C, SA2C, PPO, SPPO and scaled PPO differ only in the update rule (``ppo_update`` /
-``a2c_update``) and in the loss weights (``loss_weights``).
+A2C, SA2C, PPO, SPPO and scaled PPO differ only in the loss weights (``loss_weights``) and in the
+shape of the update: PPO takes ``n_epochs`` passes of shuffled minibatches, A2C one step on the
+whole rollout. Each gradient step is ``symrl.losses.loss_step``, the step ``symrl rlhf`` takes too.
 
 Exact resume: all randomness comes from three seeded ``torch.Generator``s (actions, noise,
 minibatches) saved with the checkpoint, and the training envs' own state goes with it where it can
@@ -15,38 +16,37 @@ start which of the two it uses, and its summary records it (``env_checkpoint``).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from torch.profiler import record_function
 
 from symrl import advantages as adv_ops
-from symrl.algos import a2c, ppo
-from symrl.algos.update import UpdateSettings
 from symrl.buffer import RolloutBuffer, flatten
 from symrl.config import ConfigError, TrainConfig, config_from_dict
-from symrl.distributions import head_spec
+from symrl.distributions import HeadSpec, head_spec
 from symrl.envs import (ObsNormalizer, RewardNormalizer, is_image, make_env, make_vec_env,
                         observation_shape, saves_env_state)
-from symrl.envs.atari import EnvpoolAtari, atari_settings, semantics_note, training_signal
+from symrl.envs.atari import AtariSettings, EnvpoolAtari, atari_settings, semantics_note, training_signal
 from symrl.envs.registry import is_atari
+from symrl.envs.snapshot import arrays_to_tensors, tensors_to_arrays
 from symrl.evaluate import evaluate, return_stats
-from symrl.flat import FlatParameters
 from symrl.device import resolve_device
-from symrl.losses import effective_pg_multiplier, loss_weights
+from symrl.flat import FlatParameters
+from symrl.losses import LossStep, effective_pg_multiplier, loss_step, loss_weights, update_statistics
 from symrl.nets import build_model
-from symrl.noise import noisy_rewards
+from symrl.noise import flip_advantages, noisy_rewards
 from symrl.optim import make_optimizer
 from symrl.run import (RunDirectory, load_checkpoint, non_finite, read_config_and_checkpoint, read_summary,
                        save_checkpoint)
-
-UPDATE_RULES = {"ppo": ppo.ppo_update, "a2c": a2c.a2c_update}
-
+from symrl.seeding import generator, seeds
 
 ENV_CHECKPOINT_NOTE = {
     "state": "checkpoints save the training envs' state: episodes run on across checkpoints",
@@ -55,13 +55,16 @@ ENV_CHECKPOINT_NOTE = {
 }
 
 
-def _seeds(seed: int, stream: int, index: int, n: int) -> list[int]:
-    """Independent, reproducible seeds for (run seed, purpose, occasion)."""
-    return [int(s) for s in np.random.SeedSequence([seed, stream, index]).generate_state(n)]
+def _atari(cfg: TrainConfig) -> AtariSettings | None:
+    return atari_settings(cfg.atari) if is_atari(cfg.env.rpartition(":")[2]) else None
 
 
-def _generator(seed: int, stream: int) -> torch.Generator:
-    return torch.Generator().manual_seed(_seeds(seed, stream, 0, 1)[0])
+def build_policy(cfg: TrainConfig, obs_shape: tuple[int, ...], spec: HeadSpec, device: torch.device) -> nn.Module:
+    """The actor-critic of ``cfg``, initialized from the run's "init" stream (the caller's RNG untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seeds(cfg.seed, "init", 0)[0])
+        return build_model(obs_shape, spec, cfg.net.hidden, cfg.net.activation, cfg.net.log_std_init,
+                           cfg.net.ortho_init).to(device)
 
 
 class OnPolicyTrainer:
@@ -72,7 +75,7 @@ class OnPolicyTrainer:
         missing when it started, Gymnasium), so that it goes on with the same simulator."""
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
-        self.atari = atari_settings(cfg.atari) if is_atari(cfg.env.rpartition(":")[2]) else None
+        self.atari = _atari(cfg)
         if self.atari is not None:
             print(f"symrl: {semantics_note(cfg.env, self.atari)}", file=sys.stderr)
         self.envs = make_vec_env(cfg.env, cfg.n_envs, cfg.vec_env, env_backend or cfg.env_backend, self.atari)
@@ -81,8 +84,8 @@ class OnPolicyTrainer:
         self.spec = head_spec(self.envs.single_action_space, cfg.discretize)
         obs_shape = observation_shape(self.envs.single_observation_space)
         problem = None
-        if cfg.beta > 0 and not self.spec.discrete:
-            problem = (f"beta: got {cfg.beta:g} with a Gaussian policy on {cfg.env}; the reverse term needs "
+        if cfg.loss.beta > 0 and not self.spec.discrete:
+            problem = (f"beta: got {cfg.loss.beta:g} with a Gaussian policy on {cfg.env}; the reverse term needs "
                        "action probabilities: set discretize=K (the paper uses 11) or beta=0")
         elif cfg.norm_obs and is_image(obs_shape):
             problem = f"norm_obs: {cfg.env} has image observations, which the CNN scales by 1/255; allowed: false"
@@ -90,17 +93,14 @@ class OnPolicyTrainer:
             self.envs.close()
             raise ConfigError(problem)
         self.discretized = cfg.discretize > 0
-        with torch.random.fork_rng(devices=[]):  # seed the initialization without touching the caller's RNG
-            torch.manual_seed(_seeds(cfg.seed, 1, 0, 1)[0])
-            self.model = build_model(obs_shape, self.spec, cfg.net.hidden, cfg.net.activation,
-                                     cfg.net.log_std_init, cfg.net.ortho_init).to(self.device)
-        self.update_rule = UPDATE_RULES[cfg.family]
+        self.model = build_policy(cfg, obs_shape, self.spec, self.device)
         self.flat = FlatParameters(self.model)
         self.optimizer = make_optimizer(cfg.optimizer, self.flat, cfg.lr)
-        self.weights = loss_weights(cfg)
+        self.weights = loss_weights(cfg.loss)
         self.obs_norm = ObsNormalizer(obs_shape, cfg.norm_obs)
-        self.rew_norm = RewardNormalizer(cfg.n_envs, cfg.gamma, cfg.norm_reward)
-        self.action_gen, self.noise_gen, self.minibatch_gen = (_generator(cfg.seed, s) for s in (2, 3, 4))
+        self.rew_norm = RewardNormalizer(cfg.n_envs, cfg.loss.gamma, cfg.norm_reward)
+        self.action_gen, self.noise_gen, self.minibatch_gen = (generator(cfg.seed, s) for s in ("actions", "noise",
+                                                                                          "minibatches"))
         obs_dtype = np.uint8 if is_image(obs_shape) else np.float32
         self.buffer = RolloutBuffer(cfg.n_steps, cfg.n_envs, obs_shape, obs_dtype, self.spec.n_outputs,
                                     self.spec.action_shape, self.spec.action_dtype)
@@ -124,7 +124,7 @@ class OnPolicyTrainer:
     # ------------------------------------------------------------------ environment state
     def reset_envs(self) -> None:
         """Start new episodes in every training env, seeded by the reset's index (a sync point)."""
-        raw, info = self.envs.reset(seed=_seeds(self.cfg.seed, 0, self.n_resets, self.cfg.n_envs))
+        raw, info = self.envs.reset(seed=seeds(self.cfg.seed, "env_reset", self.n_resets, n=self.cfg.n_envs))
         if self.atari is not None:
             self.lives = np.asarray(info["lives"]).copy()
         self.obs_norm.update(raw)
@@ -134,6 +134,7 @@ class OnPolicyTrainer:
         self.n_resets += 1
 
     # ------------------------------------------------------------------ collect
+    @record_function("symrl.collect")
     def collect(self) -> None:
         """Fill the buffer with ``n_steps`` vector steps of the current policy (acting in NumPy)."""
         buf, spec, cfg = self.buffer, self.spec, self.cfg
@@ -174,7 +175,7 @@ class OnPolicyTrainer:
     # ------------------------------------------------------------------ advantages and update
     def advantages(self, rollout: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Reward noise, then GAE (bootstrapping truncated steps); adv_flip acts later, on every
-        minibatch of the update (``UpdateSettings.adv_flip``)."""
+        minibatch of the update (``gradient_step``)."""
         cfg = self.cfg
         last_values = torch.from_numpy(self.last_values).to(self.device)
         rewards = noisy_rewards(rollout["rewards"], cfg.noise, cfg.noise_scale, self.noise_gen)
@@ -182,7 +183,7 @@ class OnPolicyTrainer:
                                                        rollout["truncated"])
         episode_end = torch.maximum(rollout["terminated"], rollout["truncated"])
         advantages, returns = adv_ops.gae(rewards, rollout["values"], next_values, rollout["terminated"],
-                                          episode_end, cfg.gamma, cfg.gae_lambda)
+                                          episode_end, cfg.loss.gamma, cfg.loss.gae_lambda)
         return advantages, returns
 
     def old_log_probs(self, rollout: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -200,41 +201,79 @@ class OnPolicyTrainer:
             return max(0.0, 1.0 - self.step / self.cfg.total_steps)
         return 1.0 - self.update / self.num_updates
 
-    def settings(self) -> UpdateSettings:
-        cfg = self.cfg
-        clip = cfg.clip_range * self.progress_remaining() if cfg.anneal_clip else cfg.clip_range
-        return UpdateSettings(cfg.family, self.weights, clip, cfg.clip_range_vf, cfg.norm_adv,
-                              cfg.max_grad_norm, cfg.n_epochs, cfg.batch_size, cfg.target_kl,
-                              adv_flip=cfg.noise_scale if cfg.noise == "adv_flip" else 0.0)
-
     def learn(self) -> dict[str, torch.Tensor]:
-        cfg = self.cfg
+        """GAE over the rollout, then the update: PPO's ``n_epochs`` passes over minibatches of
+        ``batch_size`` shuffled by the minibatch generator, A2C's one step on the whole rollout. With
+        ``target_kl`` the update stops before the first minibatch whose approx KL exceeds
+        1.5·target_kl, without its step (as SB3). Statistics are reduced once, at the end."""
+        cfg, loss = self.cfg, self.cfg.loss
+        progress = self.progress_remaining()
         if cfg.anneal_lr:
             for group in self.optimizer.param_groups:
-                group["lr"] = cfg.lr * self.progress_remaining()
+                group["lr"] = cfg.lr * progress
+        clip_range = loss.clip_range * progress if cfg.anneal_clip else loss.clip_range
         rollout = self.buffer.tensors(self.device)
-        advantages, returns = self.advantages(rollout)
-        settings = self.settings()
-        batch = flatten(rollout, self.old_log_probs(rollout), advantages, returns)
-        stats = self.update_rule(self.model, self.flat, self.optimizer, batch, settings, self.minibatch_gen,
-                                 self.noise_gen)
+        with record_function("symrl.advantages"):
+            advantages, returns = self.advantages(rollout)
+            batch = flatten(rollout, self.old_log_probs(rollout), advantages, returns)
+        steps: list[LossStep] = []  # every minibatch's, the one that stops the update included (as SB3)
+        grad_norms: list[torch.Tensor] = []  # one per step taken
+        with record_function("symrl.update"):  # labels per phase, not per minibatch: one costs ~10 µs
+            for minibatch in self.minibatches(batch):
+                total, step = self.gradient_step(minibatch, clip_range)
+                steps.append(step)
+                if loss.target_kl is not None and step.approx_kl().item() > 1.5 * loss.target_kl:
+                    break  # SB3's early stop: this minibatch takes no step
+                self.flat.zero_grad()
+                total.backward()
+                grad_norms.append(self.flat.clip_grad_norm_(loss.max_grad_norm))
+                self.optimizer.step()
+        stats = update_statistics(steps, clip_range)
+        if grad_norms:
+            stats["grad_norm"] = torch.stack(grad_norms).mean()
+        stats["gradient_steps"] = torch.tensor(len(grad_norms))
         stats["explained_variance"] = _explained_variance(batch["values"], batch["returns"])
         stats["lr"] = torch.tensor(self.optimizer.param_groups[0]["lr"])
-        stats["clip_range"] = torch.tensor(settings.clip_range)
+        stats["clip_range"] = torch.tensor(clip_range)
         self.update += 1
         return stats
 
-    # ------------------------------------------------------------------ evaluation
-    def evaluate_episodes(self, gen_seed: int, episode_seeds: list[int]) -> np.ndarray:
-        """Raw returns of one clean episode per eval env, with the policy's current weights."""
-        gen = torch.Generator().manual_seed(gen_seed)
-        return evaluate(self.model, self.spec, self.eval_envs, episode_seeds, self.obs_norm,
-                        self.cfg.eval_deterministic, gen, self.discretized)
+    def minibatches(self, batch: dict[str, torch.Tensor]) -> Iterator[dict[str, torch.Tensor]]:
+        """PPO: ``n_epochs`` shuffles, one gather each, then contiguous slices (views, no copies);
+        A2C (no ``batch_size``): the whole rollout once, unshuffled."""
+        if self.cfg.batch_size is None:
+            yield batch
+            return
+        n, size = batch["obs"].shape[0], self.cfg.batch_size
+        for _ in range(self.cfg.loss.n_epochs):
+            order = torch.randperm(n, generator=self.minibatch_gen).to(batch["obs"].device)
+            shuffled = {k: v[order] for k, v in batch.items()}
+            for start in range(0, n, size):
+                yield {k: v[start:start + size] for k, v in shuffled.items()}
 
+    def gradient_step(self, mb: dict[str, torch.Tensor], clip_range: float) -> tuple[torch.Tensor, LossStep]:
+        """The loss of one minibatch: adv_flip noise on its advantages (a fresh mask per minibatch),
+        then the shared ``loss_step``. The sign-change share compares with the advantages after
+        adv_flip, so it counts what normalization flips (upstream's counts the noise's flips too)."""
+        loss = self.cfg.loss
+        dist, values = self.model(mb["obs"])
+        log_prob = dist.log_prob(mb["actions"])
+        advantages = mb["advantages"]
+        if self.cfg.noise == "adv_flip":
+            advantages = flip_advantages(advantages, self.cfg.noise_scale, self.noise_gen)
+        with torch.set_grad_enabled(self.weights.ent != 0.0):  # logged only: kept out of backward
+            entropy = dist.entropy()
+        return loss_step(self.weights, log_prob, mb["log_probs"], advantages, entropy, values, mb["returns"],
+                         mb["values"], clip_range, loss.clip_range_vf, loss.norm_adv)
+
+    # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, Any]:
+        """Raw returns of one clean episode per eval env, with the policy's current weights."""
         cfg = self.cfg
-        returns = self.evaluate_episodes(_seeds(cfg.seed, 5, self.n_evals, 1)[0],
-                                         _seeds(cfg.seed, 6, self.n_evals, cfg.eval_episodes))
+        gen = generator(cfg.seed, "eval_actions", self.n_evals)
+        returns = evaluate(self.model, self.spec, self.eval_envs,
+                           seeds(cfg.seed, "eval_episodes", self.n_evals, n=cfg.eval_episodes), self.obs_norm,
+                           cfg.eval_deterministic, gen, self.discretized)
         self.n_evals += 1
         row = {"step": self.step, **return_stats(returns), "deterministic": cfg.eval_deterministic}
         self.best_eval = max(self.best_eval, row["mean_return"])
@@ -243,22 +282,25 @@ class OnPolicyTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def env_state_dict(self) -> dict[str, Any]:
-        """The training envs mid-episode and the trainer's per-env bookkeeping (``state`` mode)."""
-        return {"envs": list(self.envs.get_attr("env_state")), "obs": self.obs.copy(),
-                "ep_return": self.ep_return.copy(), "lives": self.lives.copy()}
+        """The training envs mid-episode and the trainer's per-env bookkeeping (``state`` mode), as tensors."""
+        return arrays_to_tensors({"envs": list(self.envs.get_attr("env_state")), "obs": self.obs,
+                                  "ep_return": self.ep_return, "lives": self.lives})
 
     def load_env_state_dict(self, state: dict[str, Any]) -> None:
         """Continue the saved episodes: the envs are built (and reset, which some need before a
         step) as in any run, then put into the saved state."""
-        self.envs.reset(seed=_seeds(self.cfg.seed, 0, 0, self.cfg.n_envs))
+        state = tensors_to_arrays(state)
+        self.envs.reset(seed=seeds(self.cfg.seed, "env_reset", 0, n=self.cfg.n_envs))
         self.envs.set_attr("env_state", state["envs"])
-        self.obs, self.ep_return, self.lives = state["obs"].copy(), state["ep_return"].copy(), state["lives"].copy()
+        self.obs, self.ep_return, self.lives = state["obs"], state["ep_return"], state["lives"]
 
     def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain values only, so that ``torch.load(weights_only=True)`` reads the checkpoint."""
         return {
             "env_state": self.env_state_dict() if self.env_checkpoint == "state" else None,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "obs_norm": self.obs_norm.state_dict(), "rew_norm": self.rew_norm.state_dict(),
+            "obs_norm": arrays_to_tensors(self.obs_norm.state_dict()),
+            "rew_norm": arrays_to_tensors(self.rew_norm.state_dict()),
             "action_gen": self.action_gen.get_state(), "noise_gen": self.noise_gen.get_state(),
             "minibatch_gen": self.minibatch_gen.get_state(),
             "env_backend": self.env_backend,
@@ -270,8 +312,8 @@ class OnPolicyTrainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.obs_norm.load_state_dict(state["obs_norm"])
-        self.rew_norm.load_state_dict(state["rew_norm"])
+        self.obs_norm.load_state_dict(tensors_to_arrays(state["obs_norm"]))
+        self.rew_norm.load_state_dict(tensors_to_arrays(state["rew_norm"]))
         self.action_gen.set_state(state["action_gen"])
         self.noise_gen.set_state(state["noise_gen"])
         self.minibatch_gen.set_state(state["minibatch_gen"])
@@ -299,12 +341,8 @@ def _metrics_row(trainer: OnPolicyTrainer, stats: dict[str, torch.Tensor], sps: 
     return row
 
 
-def train(cfg: TrainConfig, force: bool = False, progress: bool | None = None,
-          stop_after_updates: int | None = None) -> dict[str, Any]:
-    """Run (or resume, or skip if finished) the run described by ``cfg``; returns its summary.
-
-    ``stop_after_updates`` ends the process early, as a kill would (for tests of resume).
-    """
+def train(cfg: TrainConfig, force: bool = False, progress: bool | None = None) -> dict[str, Any]:
+    """Run (or resume, or skip if finished) the run described by ``cfg``; returns its summary."""
     run = RunDirectory(cfg)
     run.prepare(force)
     summary = read_summary(run.path)
@@ -315,14 +353,14 @@ def train(cfg: TrainConfig, force: bool = False, progress: bool | None = None,
     state = load_checkpoint(run.path)
     trainer = OnPolicyTrainer(cfg, state.get("env_backend") if state else None)
     try:
-        return _train_loop(trainer, run, state, progress, stop_after_updates)
+        return _train_loop(trainer, run, state, progress)
     finally:
         trainer.close()
         run.close()
 
 
-def _train_loop(trainer: OnPolicyTrainer, run: RunDirectory, state: dict[str, Any] | None, progress: bool | None,
-                stop_after_updates: int | None) -> dict[str, Any]:
+def _train_loop(trainer: OnPolicyTrainer, run: RunDirectory, state: dict[str, Any] | None,
+                progress: bool | None) -> dict[str, Any]:
     from tqdm import tqdm
 
     cfg = trainer.cfg
@@ -341,9 +379,8 @@ def _train_loop(trainer: OnPolicyTrainer, run: RunDirectory, state: dict[str, An
     next_ckpt = _next_multiple(trainer.step, cfg.checkpoint_every)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=trainer.num_updates * per_update, initial=trainer.step, unit="step",
-               disable=not show, dynamic_ncols=True, desc=f"{cfg.algo} {cfg.env} seed{cfg.seed}")
+               disable=not show, dynamic_ncols=True, desc=f"{cfg.loss.algo} {cfg.env} seed{cfg.seed}")
     started, steps_at_start = time.perf_counter(), trainer.step
-    updates_this_process = 0
     while trainer.update < trainer.num_updates:
         t0 = time.perf_counter()
         trainer.collect()
@@ -369,37 +406,42 @@ def _train_loop(trainer: OnPolicyTrainer, run: RunDirectory, state: dict[str, An
             next_ckpt = _next_multiple(trainer.step, cfg.checkpoint_every)
             if not last and trainer.env_checkpoint == "sync":
                 trainer.reset_envs()
-        updates_this_process += 1
-        if stop_after_updates is not None and updates_this_process >= stop_after_updates and not last:
-            bar.close()
-            return {"finished": False, "step": trainer.step}
     bar.close()
     summary = {
-        "finished": True, "env": cfg.env, "algo": cfg.algo, "seed": cfg.seed,
+        "finished": True, "env": cfg.env, "algo": cfg.loss.algo, "seed": cfg.seed,
         "final_eval_mean": trainer.last_eval["mean_return"], "final_eval_std": trainer.last_eval["std_return"],
         "best_eval_mean": trainer.best_eval, "total_steps": trainer.step,
         "env_backend": trainer.env_backend, "env_checkpoint": trainer.env_checkpoint,
         "wall_time_s": round(trainer.elapsed, 2),
         "sps": round(trainer.step / max(trainer.elapsed, 1e-9), 1),
-        "pg_multiplier": effective_pg_multiplier(cfg.algo, cfg.alpha, cfg.beta, cfg.Z, cfg.reverse).formula,
+        "pg_multiplier": effective_pg_multiplier(cfg.loss.algo, cfg.loss.alpha, cfg.loss.beta, cfg.loss.Z,
+                                                 cfg.loss.reverse_kind).formula,
     }
     run.write_summary(summary)
     return summary
 
 
 def evaluate_run(path: Path, episodes: int | None, deterministic: bool, seed: int) -> dict[str, Any]:
-    """Re-evaluate the latest checkpoint of the run in ``path`` on fresh, clean episodes."""
+    """Re-evaluate the latest checkpoint of the run in ``path`` on fresh, clean episodes: only the
+    policy, its observation normalizer and the evaluation envs are built (no training envs, no optimizer)."""
     saved, state = read_config_and_checkpoint(path)
     cfg = config_from_dict(saved)
-    cfg = dataclasses.replace(cfg, eval_episodes=episodes or cfg.eval_episodes, eval_deterministic=deterministic)
-    if cfg.eval_episodes < 1:
-        raise ConfigError(f"episodes: got {cfg.eval_episodes}, allowed: an integer >= 1")
-    trainer = OnPolicyTrainer(cfg)
+    n = episodes or cfg.eval_episodes
+    if n < 1:
+        raise ConfigError(f"episodes: got {n}, allowed: an integer >= 1")
+    envs = [make_env(cfg.env, _atari(cfg)) for _ in range(n)]
     try:
-        trainer.load_state_dict(state)
-        returns = trainer.evaluate_episodes(seed, _seeds(seed, 6, 0, cfg.eval_episodes))
+        spec = head_spec(envs[0].action_space, cfg.discretize)
+        obs_shape = observation_shape(envs[0].observation_space)
+        model = build_policy(cfg, obs_shape, spec, resolve_device(cfg.device))
+        model.load_state_dict(state["model"])
+        obs_norm = ObsNormalizer(obs_shape, cfg.norm_obs)
+        obs_norm.load_state_dict(state["obs_norm"])
+        returns = evaluate(model, spec, envs, seeds(seed, "eval_episodes", 0, n=n), obs_norm, deterministic,
+                           torch.Generator().manual_seed(seed), cfg.discretize > 0)
     finally:
-        trainer.close()
+        for env in envs:
+            env.close()
     return {"run": str(path), "checkpoint_step": state["step"], **return_stats(returns),
             "deterministic": deterministic}
 

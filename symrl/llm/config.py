@@ -7,17 +7,17 @@ It shares the key=value parsing, presets with ``extends:`` and error style of ``
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from symrl.config import apply, check_choice, check_loss_settings, require
+from symrl.config import LossConfig, apply, check_choice, require, resolve_loss, setting
+from symrl.paths import looked_for, resolve_path
 
 ALGOS = ("ppo", "sppo", "scaled_ppo")
 CHOICES: dict[str, tuple[str, ...]] = {
     "algo": ALGOS,
     "task": ("imdb", "tldr", "custom"),
-    "reverse": ("rce", "mae"),
+    "reverse_kind": ("rce", "mae"),
     "kl_controller": ("fixed", "adaptive"),
     "device": ("auto", "cpu", "cuda"),
     "mixed_precision": ("auto", "no", "bf16", "fp16"),
@@ -38,107 +38,97 @@ HUB_DATASETS = {"imdb": "stanfordnlp/imdb", "tldr": "CarperAI/openai_summarize_t
 class PolicyConfig:
     """The policy LM, its value function and the frozen reference of the KL penalty."""
 
-    model: str = "rajkumarrrk/gpt2-fine-tuned-on-imdb-positive-reviews"
-    tokenizer: str | None = None  # None: the model's own
-    # a linear head on the policy's last hidden state (shared), on a separate critic LM (separate), or
-    # on the frozen LoRA base run with a second, value LoRA adapter (adapter: TRIL's TL;DR critic)
-    value_head: str = "shared"
-    critic_model: str | None = None  # the separate critic's trunk (default: the policy model)
-    reference_model: str | None = None  # None: a frozen copy of the policy (the LoRA base when lora_r > 0)
-    lora_r: int = 0  # 0: full fine-tuning
-    lora_alpha: float = 64.0
-    lora_dropout: float = 0.0  # written into the adapters' config; acts only with lora_dropout_in_updates
-    lora_dropout_in_updates: bool = False  # false: inert, as TRIL (eval mode in every forward); true: on in updates
-    lora_target_modules: list[str] | None = None  # None: peft's default for the architecture
-    load_in: str = "full"  # 8bit / 4bit: bitsandbytes on a CUDA GPU, with LoRA
+    model: str = setting("rajkumarrrk/gpt2-fine-tuned-on-imdb-positive-reviews", "the policy: a hub id or a folder")
+    tokenizer: str | None = setting(None, "its tokenizer (null: the model's own)")
+    value_head: str = setting("shared", "a linear head on the policy's last hidden state (shared), on a separate "
+                                        "critic LM (separate), or on the frozen LoRA base with a value adapter "
+                                        "(adapter: TRIL's TL;DR critic)")
+    critic_model: str | None = setting(None, "the separate critic's trunk (null: the policy model)")
+    reference_model: str | None = setting(None, "the KL reference (null: a frozen copy of the policy; the LoRA "
+                                                "base when lora_r > 0)")
+    lora_r: int = setting(0, "LoRA rank (0: full fine-tuning)")
+    lora_alpha: float = setting(64.0, "LoRA α")
+    lora_dropout: float = setting(0.0, "written into the adapters' config; acts only with lora_dropout_in_updates")
+    lora_dropout_in_updates: bool = setting(False, "false: inert, as TRIL (eval mode in every forward); true: on "
+                                                   "in updates")
+    lora_target_modules: list[str] | None = setting(None, "LoRA's modules (null: peft's default for the "
+                                                          "architecture)")
+    load_in: str = setting("full", "8bit / 4bit: bitsandbytes on a CUDA GPU, with LoRA")
 
 
 @dataclass
 class GenerationConfig:
     """Sampling of the rollouts (the paper: top-k 50, exactly 48 new tokens)."""
 
-    prompt_tokens: int = 64  # a prompt longer than this keeps its last tokens (IMDB: of the review's first half)
-    max_new_tokens: int = 48
-    min_new_tokens: int = 48
-    top_k: int = 50
-    top_p: float = 1.0
-    temperature: float = 1.0
-    eval_greedy: bool = False  # evaluation decodes greedily (TRIL's TL;DR) instead of sampling as in training
+    prompt_tokens: int = setting(64, "a longer prompt keeps its last tokens (IMDB: of the review's first half)")
+    max_new_tokens: int = setting(48, "tokens generated at most")
+    min_new_tokens: int = setting(48, "tokens generated at least")
+    top_k: int = setting(50, "sample among the k likeliest tokens")
+    top_p: float = setting(1.0, "nucleus sampling's mass")
+    temperature: float = setting(1.0, "sampling temperature (log-probabilities are taken at it too)")
+    eval_greedy: bool = setting(False, "evaluation decodes greedily (TRIL's TL;DR) instead of sampling")
 
 
 @dataclass
 class RewardConfig:
     """The sequence-level score added at the last generated token (see ``symrl.llm.rewards``)."""
 
-    kind: str = "classifier"
-    model: str | None = "lvwerra/distilbert-imdb"
-    label: str = "POSITIVE"  # the classifier label whose score is the reward
-    score: str = "probability"  # classifier: softmax probability of the label (TRIL's IMDB reward) or its logit
-    relative_to_reference: bool = False  # reward_model, adapter: RM(sample) − RM(reference)
-    function: str | None = None  # callable: "package.module:function"
-    batch_size: int = 32
+    kind: str = setting("classifier", "what scores a completion")
+    model: str | None = setting("lvwerra/distilbert-imdb", "the classifier / reward model: a hub id or a folder")
+    label: str = setting("POSITIVE", "the classifier label whose score is the reward")
+    score: str = setting("probability", "classifier: softmax probability of the label (TRIL's IMDB reward) or "
+                                        "its logit")
+    relative_to_reference: bool = setting(False, "reward_model, adapter: RM(sample) − RM(reference)")
+    function: str | None = setting(None, "callable: 'package.module:function'")
+    batch_size: int = setting(32, "texts scored per forward")
+
+
+def _rlhf_loss() -> LossConfig:
+    """The paper's IMDB setting (TRIL's PPO): clipped value loss with TRIL's 0.5 in front, grad norm 1."""
+    return LossConfig(algo="sppo", clip_range_vf=0.2, value_loss_scale=0.5, max_grad_norm=1.0, norm_adv=True,
+                      n_epochs=5, gae_lambda=0.95)
 
 
 @dataclass
 class RLHFConfig:
     """One RLHF run; ``None`` means "the algorithm's default" (see ``resolve_rlhf``)."""
 
-    algo: str = "sppo"
-    task: str = "imdb"
-    data: str | None = None  # a local JSONL(.gz); None: the task's hub dataset
-    seed: int = 0
-    iterations: int = 60
-    rollouts: int = 112  # trajectories per iteration
-    minibatch_size: int = 28
-    grad_accum: int = 1  # micro-batches per minibatch: memory, not maths (token-weighted accumulation)
-    n_epochs: int = 5
-    # the symmetric loss: α·L_pg + β·L_rev per token
-    alpha: float | None = None
-    beta: float | None = None
-    Z: float = -1.0
-    reverse: str = "rce"
-    # PPO
-    lr: float = 5e-6
-    weight_decay: float = 1e-6  # AdamW's; never on biases and normalization weights (TRIL's parameter groups)
-    adam_eps: float = 1e-5  # TRIL's AdamW eps (torch's default is 1e-8)
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_range: float = 0.2
-    clip_range_vf: float | None = 0.2
-    vf_coef: float = 0.5
-    value_loss_scale: float = 0.5  # TRIL's 0.5·max((v−R)², (clip(v)−R)²); symrl train's default is 1 (SB3)
-    ent_coef: float = 0.0
-    max_grad_norm: float = 1.0
-    norm_adv: bool = True  # advantage whitening, over the statistics of norm_adv_scope
-    # minibatch_tokens: the valid tokens of each minibatch (padding stays 0); microbatch_padded: every
-    # position of each micro-batch's rows × max_new_tokens tensor, padding zeros included (TRIL)
-    norm_adv_scope: str = "minibatch_tokens"
-    # KL penalty folded into the per-token reward, and the auxiliary NLL on reference texts
-    kl_coef: float = 0.001
-    kl_controller: str = "fixed"
-    kl_target: float = 6.0  # adaptive controller (Ziegler et al. 2019): target KL per sequence
-    kl_horizon: int = 10_000
-    target_coef: float = 0.1
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    # evaluation on held-out prompts (and at iteration 0)
-    eval_every: int = 10  # iterations; 0: only at the end
-    eval_prompts: int = 64  # the first this many of the held-out split; 0: all of it (imdb: its 20% validation part)
-    # full: the reward reads the whole prompt text + completion (TRIL's evaluation); truncated: the
-    # ≤ prompt_tokens tokens the policy saw + completion (as every training reward does)
-    eval_reward_prompt: str = "full"
-    eval_lms: list[str] = field(default_factory=list)  # LMs scoring the generations (the paper: lvwerra/gpt2-imdb)
-    # joined: the generations alone, "\n\n"-joined, in sliding windows (TRIL); per_prompt: each given its prompt
-    eval_lms_mode: str = "joined"
-    eval_ppl_stride: int = 512  # stride of the sliding windows (TRIL: 512 in GPT-2's 1024 positions)
-    eval_samples: int = 4  # generations shown in eval.jsonl
-    # run directory and devices
-    out: str = "runs"
-    experiment: str = "rlhf"
-    checkpoint_every: int = 10  # iterations
-    device: str = "auto"
-    mixed_precision: str = "auto"  # auto: what `accelerate launch` / its config says, else none
+    task: str = setting("imdb", "imdb, tldr, or custom (a JSONL of prompts in `data`)")
+    data: str | None = setting(None, "a local JSONL(.gz); null: the task's hub dataset")
+    seed: int = setting(0, "seeds the value head, sampling, minibatches and the imdb split")
+    iterations: int = setting(60, "rollout + update iterations")
+    rollouts: int = setting(112, "trajectories per iteration")
+    minibatch_size: int = setting(28, "trajectories per optimizer step")
+    grad_accum: int = setting(1, "micro-batches per minibatch: memory, not maths (token-weighted accumulation)")
+    loss: LossConfig = setting(factory=_rlhf_loss, doc="the loss and the update")
+    lr: float = setting(5e-6, "AdamW's learning rate")
+    weight_decay: float = setting(1e-6, "AdamW's; never on biases and normalization weights (TRIL's groups)")
+    adam_eps: float = setting(1e-5, "AdamW's eps (TRIL's; torch's default is 1e-8)")
+    norm_adv_scope: str = setting("minibatch_tokens", "whitening statistics: the valid tokens of each minibatch "
+                                                      "(padding stays 0), or TRIL's microbatch_padded (every "
+                                                      "position of each micro-batch, padding zeros included)")
+    kl_coef: float = setting(0.001, "weight of the per-token KL penalty folded into the reward")
+    kl_controller: str = setting("fixed", "fixed, or adaptive (Ziegler et al. 2019)")
+    kl_target: float = setting(6.0, "adaptive controller: target KL per sequence")
+    kl_horizon: int = setting(10_000, "adaptive controller: its horizon in trajectories")
+    target_coef: float = setting(0.1, "weight of the auxiliary NLL on the reference texts")
+    policy: PolicyConfig = setting(factory=PolicyConfig, doc="the policy")
+    generation: GenerationConfig = setting(factory=GenerationConfig, doc="sampling")
+    reward: RewardConfig = setting(factory=RewardConfig, doc="the reward")
+    eval_every: int = setting(10, "iterations between evaluations on held-out prompts (0: only at the end)")
+    eval_prompts: int = setting(64, "the first this many held-out prompts; 0: all (imdb: its 20% validation part)")
+    eval_reward_prompt: str = setting("full", "full: the reward reads the whole prompt (TRIL's evaluation); "
+                                              "truncated: the <= prompt_tokens tokens the policy saw")
+    eval_lms: list[str] = setting(factory=list, doc="LMs scoring the generations (the paper: lvwerra/gpt2-imdb)")
+    eval_lms_mode: str = setting("joined", "joined: the generations alone, joined, in sliding windows (TRIL); "
+                                           "per_prompt: each given its prompt")
+    eval_ppl_stride: int = setting(512, "stride of the sliding windows (TRIL: 512 in GPT-2's 1024 positions)")
+    eval_samples: int = setting(4, "generations shown in eval.jsonl")
+    out: str = setting("runs", "root folder of run directories")
+    experiment: str = setting("rlhf", "run directories are out/experiment/task/algo/seed<k>")
+    checkpoint_every: int = setting(10, "iterations between checkpoints")
+    device: str = setting("auto", "auto, cpu or cuda")
+    mixed_precision: str = setting("auto", "auto: what `accelerate launch` / its config says, else none")
 
     @property
     def subject(self) -> str:
@@ -154,9 +144,9 @@ def build_rlhf_config(preset: str | None = None, overrides: dict[str, Any] | Non
 
 
 def resolve_rlhf(cfg: RLHFConfig) -> RLHFConfig:
-    cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy),
+    cfg = dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy), loss=dataclasses.replace(cfg.loss),
                               generation=dataclasses.replace(cfg.generation), reward=dataclasses.replace(cfg.reward))
-    for key in ("algo", "task", "reverse", "kl_controller", "device", "mixed_precision", "eval_lms_mode",
+    for key in ("task", "kl_controller", "device", "mixed_precision", "eval_lms_mode",
                 "eval_reward_prompt"):
         check_choice(key, getattr(cfg, key), CHOICES)
     for key in ("value_head", "load_in"):
@@ -164,9 +154,9 @@ def resolve_rlhf(cfg: RLHFConfig) -> RLHFConfig:
     check_choice("reward.kind", cfg.reward.kind, CHOICES)
     check_choice("norm_adv_scope", cfg.norm_adv_scope, CHOICES)
     check_choice("reward.score", cfg.reward.score, CHOICES)
-    alpha, beta = SYMMETRIC_DEFAULTS[cfg.algo]
-    cfg.alpha = alpha if cfg.alpha is None else cfg.alpha
-    cfg.beta = beta if cfg.beta is None else cfg.beta
+    require(cfg.loss.target_kl is None, f"target_kl: got {cfg.loss.target_kl}, allowed: null (symrl rlhf has no "
+                                         "KL early stop; its KL penalty is kl_coef)")
+    resolve_loss(cfg.loss, SYMMETRIC_DEFAULTS, CHOICES)
     _validate(cfg)
     return cfg
 
@@ -178,9 +168,9 @@ def _positive_ints(cfg: Any, prefix: str, keys: tuple[str, ...]) -> None:
 
 
 def _validate(cfg: RLHFConfig) -> None:
-    check_loss_settings(cfg)
+    require(cfg.lr > 0, f"lr: got {cfg.lr:g}, allowed: a number > 0")
     require(cfg.seed >= 0, f"seed: got {cfg.seed}, allowed: an integer >= 0 (it also shuffles the imdb split)")
-    _positive_ints(cfg, "", ("iterations", "rollouts", "minibatch_size", "grad_accum", "n_epochs",
+    _positive_ints(cfg, "", ("iterations", "rollouts", "minibatch_size", "grad_accum",
                              "checkpoint_every", "kl_horizon", "eval_ppl_stride"))
     require(cfg.eval_prompts >= 1 or (cfg.eval_prompts == 0 and cfg.task == "imdb"),
             f"eval_prompts: got {cfg.eval_prompts}, allowed: an integer >= 1, or 0 (the whole validation split) "
@@ -225,8 +215,9 @@ def _validate(cfg: RLHFConfig) -> None:
                 "reward.relative_to_reference: allowed only with reward.kind=reward_model or adapter")
     require(cfg.task != "custom" or bool(cfg.data),
             "data: required for task=custom; allowed: a JSONL file with a 'prompt' per line")
-    require(not cfg.data or Path(cfg.data).is_file(),
-            f"data: {cfg.data!r} does not exist; allowed: a .jsonl or .jsonl.gz file (or null for the task's hub dataset)")
+    require(not cfg.data or resolve_path(cfg.data).is_file(),
+            f"data: {cfg.data!r} does not exist ({looked_for(cfg.data or '')}); allowed: a .jsonl or .jsonl.gz file "
+            "(or null for the task's hub dataset)")
     require(bool(cfg.experiment) and "/" not in cfg.experiment,
             f"experiment: got {cfg.experiment!r}, allowed: a non-empty name without '/'")
 

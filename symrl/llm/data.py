@@ -7,13 +7,16 @@ import json
 from pathlib import Path
 
 from symrl.config import ConfigError
+from symrl.paths import looked_for, resolve_path
 
 
 def read_records(path: str | Path, field: str = "data") -> list[dict]:
-    """Every JSON object of a JSONL file; ``field`` names the config key in error messages."""
-    path = Path(path)
+    """Every JSON object of a JSONL file (a relative path from the symrl root, ``symrl.paths``);
+    ``field`` names the config key in error messages."""
+    given, path = path, resolve_path(path)
     if not path.is_file():
-        raise ConfigError(f"{field}: {str(path)!r} does not exist; allowed: a .jsonl or .jsonl.gz file")
+        raise ConfigError(f"{field}: {str(given)!r} does not exist ({looked_for(given)}); "
+                          "allowed: a .jsonl or .jsonl.gz file")
     opener = gzip.open if path.suffix == ".gz" else open
     records = []
     with opener(path, "rt", encoding="utf-8") as f:

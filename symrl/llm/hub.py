@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import socket
-from pathlib import Path
 from typing import Any
 
 from symrl.config import ConfigError
+from symrl.paths import looked_for, resolve_path
 
 HUB_HOST = "huggingface.co"
 OFFLINE_HINT = ("use an offline preset (e.g. --preset imdb-offline-sppo, see `symrl presets`) after "
@@ -33,18 +33,21 @@ def from_pretrained(loader: Any, name: str, *, field: str, **kwargs: Any) -> Any
     """``loader.from_pretrained(name, **kwargs)`` with one clear error instead of a deep traceback.
 
     Download/loading progress bars are off: runs log to files and sweeps interleave processes.
-    A local folder loads directly; a hub id loads from the local cache if it is there, from the hub
-    if the hub answers, and otherwise fails within seconds with a line naming ``field``.
+    A local folder loads directly (a relative one from the symrl root, ``symrl.paths``); a hub id
+    loads from the local cache if it is there, from the hub if the hub answers, and otherwise fails
+    within seconds with a line naming ``field``.
     """
     _quiet()
-    if Path(name).expanduser().is_dir():
+    folder = resolve_path(name)
+    if folder.is_dir():
         try:
-            return loader.from_pretrained(str(Path(name).expanduser()), **kwargs)
+            return loader.from_pretrained(str(folder), **kwargs)
         except (OSError, ValueError) as err:
             raise ConfigError(f"{field}: {name!r} is a folder but could not be loaded ({_first_line(err)})") from None
     if not _looks_like_hub_id(name):
-        raise ConfigError(f"{field}: {name!r} does not exist; allowed: a local folder (the offline presets' folders "
-                          "come from `symrl lm prepare --data PATH --out models/imdb-offline`) or a hub id")
+        raise ConfigError(f"{field}: {name!r} does not exist ({looked_for(name)}); allowed: a local folder (the "
+                          "offline presets' models/imdb-offline is built by `make demo-rlhf` or `symrl lm prepare "
+                          "--data ../shared/data/imdb_reviews_offline.jsonl.gz --out models/imdb-offline`) or a hub id")
     try:
         return loader.from_pretrained(name, local_files_only=True, **kwargs)
     except (OSError, ValueError):

@@ -43,6 +43,7 @@ from symrl.config import ConfigError
 from symrl.device import resolve_device
 from symrl.llm.data import read_records, texts
 from symrl.llm.generation import right_pad
+from symrl.paths import resolve_path
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -98,9 +99,10 @@ SIZES: dict[str, ModelSize] = {
 
 
 def prepare_from_file(data: str | Path, out: str | Path, **kw: Any) -> dict:
-    """:func:`prepare_models` on a ``.jsonl``/``.jsonl.gz`` file of ``{"text", "label"}`` records."""
+    """:func:`prepare_models` on a ``.jsonl``/``.jsonl.gz`` file of ``{"text", "label"}`` records.
+    Relative ``data`` and ``out`` are under the symrl root, where the offline presets look (``symrl.paths``)."""
     records = read_records(data, field="--data")
-    return prepare_models(records, Path(out), source=str(data), **kw)
+    return prepare_models(records, resolve_path(out), source=str(data), **kw)
 
 
 def prepare_models(records: list[dict], out: str | Path, *, size: str = "small", seed: int = 0,

@@ -3,6 +3,7 @@ data problem found, plus the same tables as CSV."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from symrl.config import ConfigError
@@ -37,9 +38,10 @@ NORMALIZATION_NOTE = {
 }
 
 
-def build_report(runs_dir: Path, out: Path) -> Path:
+def build_report(runs_dir: Path, out: Path, echo: Callable[[str], object] | None = None) -> Path:
     """Read every run under ``runs_dir``, write report.md, CSV tables and PNG figures to ``out``;
-    returns the path of report.md."""
+    returns the path of report.md. ``echo`` (``symrl report`` passes print) gets the short version:
+    the run counts and each env's final-eval table."""
     runs_dir, out = Path(runs_dir), Path(out)
     if not runs_dir.is_dir():
         raise ConfigError(f"runs_dir: '{runs_dir}' is not a folder; allowed: a folder holding run directories")
@@ -71,7 +73,20 @@ def build_report(runs_dir: Path, out: Path) -> Path:
     ]) + "\n"
     report = out / "report.md"
     report.write_text(text)
+    if echo is not None:
+        echo(_short(runs, tables["per_env"]))
     return report
+
+
+def _short(runs: list[Run], per_env: list[dict]) -> str:
+    sections = [_counts(runs)]
+    for experiment, env in dict.fromkeys((r["experiment"], r["env"]) for r in per_env):
+        rows = [r for r in per_env if (r["experiment"], r["env"]) == (experiment, env)]
+        sections.append(f"{experiment} / {env}\n" + markdown_table(
+            ["method", "seeds", "final eval mean ± std", f"IQM [{CONFIDENCE:.0%} CI]"],
+            [[r["method"], r["seeds"], f"{number(r['final_mean'])} ± {number(r['final_std'])}", interval(r, "iqm")]
+             for r in rows]))
+    return "\n\n".join(sections)
 
 
 def _counts(runs: list[Run]) -> str:

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from symrl.run import read_jsonl
+from symrl.run import RunState, read_jsonl, run_state
 
 
 @dataclass(frozen=True)
 class Run:
-    """One run directory as found: its config, logs, summary and failure marker (any may be empty)."""
+    """One run directory as found: its config, logs and state (summary, failure marker, checkpoint step;
+    any may be empty)."""
 
     path: Path
     config: dict
     evals: list[dict]
     metrics: list[dict]
-    summary: dict | None
-    failure: dict | None
+    state: RunState
+
+    @property
+    def failure(self) -> dict | None:
+        return self.state.failure
 
     @property
     def experiment(self) -> str:
@@ -48,12 +51,10 @@ class Run:
 
     @property
     def status(self) -> str:
-        """'failed' (a failure marker), 'finished' (a finished summary and an evaluation) or 'unfinished'."""
-        if self.failure is not None:
-            return "failed"
-        if self.summary and self.summary.get("finished") and self.evals:
-            return "finished"
-        return "unfinished"
+        """'finished', 'failed' or 'unfinished' (new or partial): ``symrl sweep``'s reading of the run dir
+        (``symrl.run.run_state``), new and partial runs alike left out of the statistics."""
+        status = self.state.status
+        return "unfinished" if status in ("new", "partial") else status
 
     @property
     def final_step(self) -> int | None:
@@ -75,14 +76,13 @@ class Run:
 
 
 def read_run(path: Path) -> Run:
-    files = {name: path / name for name in ("config.yaml", "summary.json", "failed.json")}
+    config = path / "config.yaml"
     return Run(
         path=path,
-        config=(yaml.safe_load(files["config.yaml"].read_text()) or {}) if files["config.yaml"].exists() else {},
+        config=(yaml.safe_load(config.read_text()) or {}) if config.exists() else {},
         evals=read_jsonl(path / "eval.jsonl"),
         metrics=read_jsonl(path / "metrics.jsonl"),
-        summary=json.loads(files["summary.json"].read_text()) if files["summary.json"].exists() else None,
-        failure=json.loads(files["failed.json"].read_text()) if files["failed.json"].exists() else None,
+        state=run_state(path),
     )
 
 

@@ -1,0 +1,297 @@
+"""The one harness every throughput benchmark runs on.
+
+Shared machines are noisy, so every number that matters is a ratio against a baseline measured in
+the same run: within a repeat all contestants run back to back, the order rotates between repeats,
+and a ratio is the median of its per-repeat ratios. Each measurement builds a fresh runner with the
+same seed (same work every repeat), warms it up untimed, then times whole iterations: wall time and
+the CPU time of our process tree (``own_cores`` below the threads in use: another process took a
+core). The first build of a contestant has its settings read back from the built objects and
+compared key by key with the contestant it claims to equal; a difference aborts the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PACKAGES = ["torch", "numpy", "gymnasium", "stable-baselines3", "mujoco", "ale-py", "envpool",
+            "transformers", "accelerate", "peft", "tokenizers", "datasets", "trl"]
+
+
+@dataclass(frozen=True)
+class Contestant:
+    """``build`` returns a runner: ``run(warmup, timed)`` → a row (``span``), ``close()``, and where
+    there are settings (not for raw environments) ``settings()``, read back from the built objects,
+    and optionally ``details()`` for the JSON. List a contestant after the one it ``equals``."""
+
+    name: str
+    description: str
+    build: Callable[[], Any]
+    threads: int = 1  # torch threads, set before building and before running
+    equals: str | None = None  # the contestant whose read-back settings must equal this one's
+    except_keys: tuple[str, ...] = ()  # settings allowed to differ from ``equals``'
+    floor: str | None = None  # the raw-environment contestant of the same vector env ("env %" column)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Contestants timed on the same work (one environment, one model size)."""
+
+    name: str
+    contestants: list[Contestant]
+    warmup: int
+    timed: int
+    unit: str = "steps"  # what ``run`` counts: env steps, generated tokens
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """numerator / denominator of the rate (units per second), or with ``time`` of the time per
+    unit; the target is a floor on a rate ratio and a ceiling on a time ratio."""
+
+    label: str
+    numerator: str
+    denominator: str
+    target: float | None = None
+    time: bool = False
+
+
+# ---------------------------------------------------------------------------- clocks
+
+def _tree_cpu() -> float:
+    """CPU seconds of this process (all threads, exact) and of its living descendants (async env
+    workers, in /proc's clock ticks)."""
+    parent, cpu = {}, {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        parent[int(pid)], cpu[int(pid)] = int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK
+    tree, total = {os.getpid()}, time.process_time()
+    while grown := {child for child, p in parent.items() if p in tree} - tree:
+        tree |= grown
+        total += sum(cpu[child] for child in grown)
+    return total
+
+
+class Stamp(NamedTuple):
+    """The clocks at one instant; the wall clock is read nearest the timed code."""
+
+    wall: float
+    cpu: float
+
+    @classmethod
+    def start(cls) -> Stamp:
+        cpu = _tree_cpu()
+        return cls(time.perf_counter(), cpu)
+
+    @classmethod
+    def end(cls) -> Stamp:
+        wall = time.perf_counter()
+        return cls(wall, _tree_cpu())
+
+
+def span(start: Stamp, end: Stamp, units: float) -> dict[str, float]:
+    """The measurement row between two stamps over ``units`` of work."""
+    wall, cpu = end.wall - start.wall, end.cpu - start.cpu
+    return {"units": units, "wall_s": wall, "cpu_s": cpu, "wall_rate": units / wall, "cpu_rate": units / max(cpu, 1e-9),
+            "own_cores": cpu / wall}
+
+
+class Loop:
+    """Base of the runners that can run any number of iterations at a time: ``iterate(n)`` returns
+    the units of work done."""
+
+    def run(self, warmup: int, timed: int) -> dict[str, float]:
+        self.iterate(warmup)
+        gc.collect()
+        start = Stamp.start()
+        units = self.iterate(timed)
+        return span(start, Stamp.end(), units)
+
+
+class RandomActions(Loop):
+    """Actions drawn beforehand, shape (steps, envs, ...), through a bare, reset vector env: the
+    floor no training loop on that env can beat."""
+
+    def __init__(self, venv, actions):
+        self.venv, self.actions = venv, actions
+
+    def iterate(self, n: int) -> int:
+        for _ in range(n):
+            for action in self.actions:
+                self.venv.step(action)
+        return n * self.actions.shape[0] * self.actions.shape[1]
+
+    def close(self) -> None:
+        self.venv.close()
+
+
+# ---------------------------------------------------------------------------- measuring
+
+def same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+def differences(a: dict[str, Any], b: dict[str, Any], skip: tuple[str, ...] = ()) -> dict[str, list]:
+    return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if k not in skip and not same(a.get(k), b.get(k))}
+
+
+def read_back(c: Contestant, runner, log: dict[str, Any]) -> dict[str, Any]:
+    """``c``'s settings, read back from its built runner; abort when they differ from ``c.equals``'."""
+    read, details = runner.settings(), getattr(runner, "details", dict)()
+    diff = differences(log[c.equals]["settings"], read, c.except_keys) if c.equals else {}
+    if diff:
+        raise SystemExit(f"{c.name}: settings differ from {c.equals} ([{c.equals}, {c.name}]): {diff}")
+    return {"settings": read, "equals": c.equals, "except": c.except_keys, "details": details}
+
+
+def measure_all(groups: list[Group], repeats: int) -> tuple[dict, dict]:
+    """Every contestant of every group once per repeat, the order rotated by one each repeat (the
+    first in the listed order, so that settings are read back before they are compared with).
+    Returns (results[group][contestant] = rows, settings[group][contestant])."""
+    results = {g.name: {c.name: [] for c in g.contestants} for g in groups}
+    settings: dict[str, dict[str, Any]] = {g.name: {} for g in groups}
+    for rep in range(repeats):
+        for g in groups:
+            k = rep % len(g.contestants)
+            for position, c in enumerate(g.contestants[k:] + g.contestants[:k]):
+                torch.set_num_threads(c.threads)
+                runner = c.build()
+                try:
+                    if hasattr(runner, "settings") and c.name not in settings[g.name]:
+                        settings[g.name][c.name] = read_back(c, runner, settings[g.name])
+                    torch.set_num_threads(c.threads)  # in case building changed it
+                    row = runner.run(g.warmup, g.timed)
+                finally:
+                    runner.close()
+                row.update(repeat=rep, position=position, threads=torch.get_num_threads())
+                results[g.name][c.name].append(row)
+                print(f"  repeat {rep + 1}/{repeats} {g.name:<15} {c.name:<22} {row['wall_rate']:>8.0f} {g.unit}/s "
+                      f"(cpu {row['cpu_rate']:.0f}, {row['wall_s']:.1f}s, {row['own_cores']:.2f} cores)", flush=True)
+    return results, settings
+
+
+def ratios(results: dict[str, dict[str, list[dict]]], specs: list[Ratio]) -> dict[str, dict[str, Any]]:
+    """Every spec in every group that has both contestants: paired per repeat, then the median."""
+    out = {}
+    for group, per in results.items():
+        for r in (r for r in specs if per.get(r.numerator) and per.get(r.denominator)):
+            entry: dict[str, Any] = {"numerator": r.numerator, "denominator": r.denominator,
+                                     "of": "time per unit" if r.time else "units per second"}
+            for clock in ("wall", "cpu"):
+                paired = [n[f"{clock}_rate"] / d[f"{clock}_rate"] for n, d in zip(per[r.numerator], per[r.denominator])]
+                paired = [1 / x for x in paired] if r.time else paired
+                entry[clock] = {"per_repeat": paired, "median": statistics.median(paired)}
+            if r.target is not None:
+                entry["target"] = f"{'<=' if r.time else '>='} {r.target}"
+                median = entry["wall"]["median"]
+                entry["meets_target"] = median <= r.target if r.time else median >= r.target
+            out[f"{group}: {r.label}"] = entry
+    return out
+
+
+# ---------------------------------------------------------------------------- report
+
+def print_table(groups: list[Group], results: dict, ratio_table: dict) -> None:
+    print(f"\n{'group':<16}{'contestant':<23}{'thr':>4}{'median/s':>10}{'min':>9}{'max':>9}{'CPU/s':>9}"
+          f"{'env %':>7}{'cores min':>10}")
+    for g in groups:
+        med = {name: statistics.median(r["wall_rate"] for r in rows) for name, rows in results[g.name].items()}
+        for c in g.contestants:
+            rows = results[g.name][c.name]
+            col = {k: [r[k] for r in rows] for k in rows[0]}
+            env = f"{100 * med[c.name] / med[c.floor]:.0f}" if c.floor in med else ""
+            print(f"{g.name:<16}{c.name:<23}{c.threads:>4}{med[c.name]:>10.0f}{min(col['wall_rate']):>9.0f}"
+                  f"{max(col['wall_rate']):>9.0f}{statistics.median(col['cpu_rate']):>9.0f}{env:>7}"
+                  f"{min(col['own_cores']):>10.2f}")
+    print("\n(per second: units (env steps, tokens) of whole iterations; env %: training rate / raw rate of the same"
+          "\n vector env; cores min: the lowest CPU / wall time of our process tree over the repeats)\n")
+    width = max((len(k) for k in ratio_table), default=0)
+    for label, r in ratio_table.items():
+        verdict = f"   target {r['target']}: {'OK' if r['meets_target'] else 'MISSED'}" if "target" in r else ""
+        print(f"{label:<{width}}  wall {r['wall']['median']:.3f}  cpu {r['cpu']['median']:.3f}  (per repeat: "
+              f"{', '.join(f'{x:.3f}' for x in r['wall']['per_repeat'])}){verdict}")
+
+
+def parser(doc: str, repeats: int) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke test: 1 repeat, short measurements")
+    p.add_argument("--repeats", type=int, default=repeats, help="measurements per contestant (the order rotates)")
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default: bench/results/<script>[_quick].json)")
+    return p
+
+
+def parse(p: argparse.ArgumentParser, argv: list[str] | None, *positive: str) -> argparse.Namespace:
+    """--quick means one repeat; ``--repeats`` and the options named in ``positive`` must be >= 1."""
+    args = p.parse_args(argv)
+    bad = {k: getattr(args, k) for k in ("repeats", *positive) if getattr(args, k) is not None and getattr(args, k) < 1}
+    if bad:
+        p.error(f"{', '.join(f'--{k}: got {v}' for k, v in bad.items())}; allowed: an integer >= 1")
+    args.repeats = 1 if args.quick else args.repeats
+    return args
+
+
+def machine() -> dict[str, Any]:
+    """The machine and the code measured: CPU, versions, symrl's commit and whether symrl/ differs from it."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+        except OSError:  # no git
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    status = git("status", "--porcelain", "symrl")
+    cpu = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+           if line.startswith("model name")]
+    return {"cpu_model": cpu[0] if cpu else platform.processor(), "cpus_usable": len(os.sched_getaffinity(0)),
+            "platform": platform.platform(), "python": platform.python_version(),
+            "versions": {name: d.version for d in metadata.distributions()
+                         if (name := d.metadata["Name"].lower().replace("_", "-")) in PACKAGES},
+            "symrl_git_commit": git("rev-parse", "HEAD"),
+            "symrl_worktree_dirty": None if status is None else bool(status), "loadavg_at_start": os.getloadavg(),
+            "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "HF_HUB_OFFLINE")}}
+
+
+def benchmark(script: str, doc: str, args: argparse.Namespace, groups: list[Group], specs: list[Ratio],
+              extra: dict[str, Any]) -> None:
+    """Measure, print the table, write the JSON: command, machine, method (``doc``), the work per
+    group, every contestant's settings and measurements, the ratios, and ``extra``."""
+    report: dict[str, Any] = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": [sys.executable, *sys.argv], "quick": args.quick, "repeats": args.repeats,
+        "machine": machine(), "method": doc.split("\n\n", 1)[1].strip() + "\n\n" + __doc__.split("\n\n", 1)[1],
+        "groups": {g.name: {"warmup_iterations": g.warmup, "timed_iterations": g.timed, "unit": g.unit,
+                            "contestants": {c.name: {k: v for k, v in asdict(c).items() if k != "build"}
+                                            for c in g.contestants}} for g in groups}, **extra}
+    results, settings = measure_all(groups, args.repeats)
+    table = ratios(results, specs)
+    print_table(groups, results, table)
+    report.update(settings=settings, results=results, ratios=table)
+    report["machine"]["loadavg_at_end"] = os.getloadavg()
+    out = args.out or RESULTS / f"{script}{'_quick' if args.quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print(f"\nwrote {out}")
