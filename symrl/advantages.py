@@ -77,3 +77,21 @@ def sign_change_share(before: Tensor, after: Tensor, mask: Tensor | None = None)
     """
     changed = torch.sign(before) != torch.sign(after)
     return changed.to(before.dtype).mean() if mask is None else changed[mask.bool()].to(before.dtype).mean()
+
+
+def group_advantages(scores: Tensor, group_size: int, kind: str, eps: float = 1e-4) -> Tensor:
+    """Critic-free advantages of sequence scores laid out as consecutive groups of ``group_size``
+    completions of one prompt. ``grpo``: (r − group mean) / (group std + eps), the unbiased std as
+    TRL's GRPO; ``drgrpo``: r − group mean (Dr. GRPO drops the std); ``rloo``: r minus the mean of
+    the group's other completions (REINFORCE leave-one-out)."""
+    groups = scores.reshape(-1, group_size)
+    mean = groups.mean(1, keepdim=True)
+    if kind == "grpo":
+        out = (groups - mean) / (groups.std(1, keepdim=True) + eps)
+    elif kind == "drgrpo":
+        out = groups - mean
+    elif kind == "rloo":
+        out = (groups - mean) * group_size / (group_size - 1)  # r − (Σ − r)/(G − 1)
+    else:
+        raise ValueError(f"advantage: got {kind!r}, allowed: grpo, rloo, drgrpo")
+    return out.reshape(scores.shape)

@@ -14,6 +14,8 @@ from symrl.config import (CHOICES, ConfigError, TrainConfig, build_config, descr
                           parse_overrides, preset_names)
 from symrl.run import TrainingDiverged
 
+PREPARE_OUT = {"imdb": "models/imdb-offline", "arithmetic": "models/arithmetic"}  # `symrl lm prepare`'s --out
+
 EPILOG = """\
 keys (key=value, nested keys dotted): {keys}
 
@@ -23,6 +25,7 @@ examples:
   symrl explain algo=sppo alpha=0.5 beta=20
   symrl eval runs/default/CartPole-v1/sppo/seed0
   symrl lm prepare --data ../shared/data/imdb_reviews_offline.jsonl.gz --out models/imdb-offline
+  symrl lm prepare --task arithmetic
   symrl rlhf --preset imdb-offline-sppo seed=1
 """
 
@@ -71,12 +74,17 @@ def _parser() -> argparse.ArgumentParser:
 
     lm = sub.add_parser("lm", help="language-model utilities")
     lm_sub = lm.add_subparsers(dest="lm_command", required=True)
-    prepare = lm_sub.add_parser("prepare", help="train a BPE tokenizer, a small GPT-2 and a sentiment classifier "
-                                "on a review corpus, offline, for the imdb-offline-* presets")
-    prepare.add_argument("--data", required=True, help="a JSONL(.gz) of {text, label} reviews")
-    prepare.add_argument("--out", default="models/imdb-offline", help="folder for the models (default: %(default)s)")
-    prepare.add_argument("--size", default="small", help="model size: tiny, small (default; minutes on 2 CPU "
-                         "cores) or medium (a GPU)")
+    prepare = lm_sub.add_parser("prepare", help="offline: train a BPE tokenizer, a small GPT-2 and a sentiment "
+                                "classifier on a review corpus, for the imdb-offline-* presets; or (--task "
+                                "arithmetic) a small GPT-2 on worked arithmetic problems")
+    prepare.add_argument("--task", choices=PREPARE_OUT, default="imdb",
+                         help="imdb: the review models, from --data (default); arithmetic: the arithmetic policy "
+                              "and its held-out accuracy, no data")
+    prepare.add_argument("--data", help="imdb: a JSONL(.gz) of {text, label} reviews (required)")
+    prepare.add_argument("--out", help="folder for the models (default: models/imdb-offline, or "
+                                       "models/arithmetic for --task arithmetic)")
+    prepare.add_argument("--size", default="small", help="model size: tiny (seconds), small (default; minutes on "
+                         "2 CPU cores) or, for imdb, medium (a GPU)")
     prepare.add_argument("--steps", type=int, default=None, help="pretraining steps (default: the size's)")
     prepare.add_argument("--seed", type=int, default=0)
     prepare.add_argument("--force", action="store_true", help="rebuild even if OUT holds a finished preparation")
@@ -190,10 +198,20 @@ def _rlhf(args) -> int:
 
 
 def _lm(args) -> int:
-    from symrl.llm.prepare import prepare_from_file
+    from symrl.llm.prepare import prepare_arithmetic, prepare_from_file
 
-    info = prepare_from_file(args.data, Path(args.out), size=args.size, seed=args.seed, steps=args.steps,
-                             force=args.force)
+    out = Path(args.out or PREPARE_OUT[args.task])
+    options = {"size": args.size, "seed": args.seed, "steps": args.steps, "force": args.force}
+    if args.task == "arithmetic":
+        if args.data is not None:
+            raise ConfigError(f"--data: got {args.data!r} with --task arithmetic, which generates its problems; "
+                              "allowed: no --data")
+        info = prepare_arithmetic(out, **options)
+    elif args.data is None:
+        raise ConfigError("--data: required for --task imdb; allowed: a JSONL(.gz) of {text, label} reviews, "
+                          "e.g. ../shared/data/imdb_reviews_offline.jsonl.gz")
+    else:
+        info = prepare_from_file(args.data, out, **options)
     print(json.dumps(info, indent=2, default=str))
     return 0
 

@@ -60,6 +60,8 @@ class LossConfig:
     Z: float = setting(-1.0, "the number that stands for log 0 in the reverse cross entropy (< 0)")
     reverse_kind: str = setting("rce", "the reverse term: rce (reverse cross entropy) or mae (mean absolute error)")
     clip_range: float = setting(0.2, "PPO's ratio clip ε")
+    clip_range_high: float | None = setting(None, "upper ratio clip 1 + ε_high (DAPO's clip-higher; null: "
+                                                  "clip_range)")
     clip_range_vf: float | None = setting(None, "clip of the value change around the old value (null: off)")
     vf_coef: float = setting(0.5, "weight of the value loss")
     value_loss_scale: float = setting(1.0, "the value loss is value_loss_scale·MSE: 1 = SB3's plain MSE, "
@@ -448,6 +450,8 @@ def resolve_loss(loss: LossConfig, symmetric_defaults: dict[str, tuple[float, fl
     require(0 <= loss.gae_lambda <= 1, f"gae_lambda: got {loss.gae_lambda:g}, allowed: 0..1")
     require(loss.n_epochs >= 1, f"n_epochs: got {loss.n_epochs}, allowed: an integer >= 1")
     require(loss.clip_range > 0, f"clip_range: got {loss.clip_range:g}, allowed: a number > 0")
+    require(loss.clip_range_high is None or loss.clip_range_high > 0,
+            f"clip_range_high: got {loss.clip_range_high}, allowed: null (= clip_range) or a number > 0")
     require(loss.clip_range_vf is None or loss.clip_range_vf > 0,
             f"clip_range_vf: got {loss.clip_range_vf}, allowed: null (off) or a number > 0")
     require(loss.max_grad_norm > 0, f"max_grad_norm: got {loss.max_grad_norm:g}, allowed: a number > 0")

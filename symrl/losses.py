@@ -27,11 +27,33 @@ PolicyLoss = Literal["a2c", "ppo"]
 
 
 def masked_mean(x: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Mean over all elements, or over the elements where ``mask`` is true (tokens, not padding)."""
+    """Mean over all elements, or over the elements where ``mask`` is true (tokens, not padding); a
+    float ``mask`` weights them: Σ w·x / Σ w (``token_weights``: other loss aggregations)."""
     if mask is None:
         return x.mean()
-    # where(), not x·mask: a non-finite value on a padding element must not leak in as inf·0 = NaN
-    return torch.where(mask.bool(), x, torch.zeros_like(x)).sum() / mask.sum().clamp_min(1)
+    # where(), not x·mask alone: a non-finite value on a padding element must not leak in as inf·0 = NaN
+    kept = torch.where(mask.bool(), x, torch.zeros_like(x))
+    if mask.is_floating_point():
+        return (kept * mask).sum() / mask.sum().clamp_min(torch.finfo(mask.dtype).tiny)
+    return kept.sum() / mask.sum().clamp_min(1)
+
+
+def token_weights(mask: Tensor, aggregation: str, max_len: int) -> tuple[Tensor, Tensor]:
+    """Per-token weights ``w`` and the normalizer ``n`` of a minibatch's loss ``Σ w·x / n``:
+    ``token-mean``: w = mask, n = its tokens; ``seq-mean-token-mean``: w = mask / the sequence's
+    length, n = the sequences; ``seq-mean-token-sum-norm`` (Dr. GRPO): w = mask, n = sequences ×
+    ``max_len``. A micro-batch's ``masked_mean(x, w)`` times its ``Σ w / n`` adds up to the
+    minibatch's loss, whatever the split."""
+    w = mask.to(torch.float32)
+    rows = torch.tensor(float(mask.shape[0]), device=mask.device)
+    if aggregation == "token-mean":
+        return w, w.sum().clamp_min(1)
+    if aggregation == "seq-mean-token-mean":
+        return w / w.sum(1, keepdim=True).clamp_min(1), rows
+    if aggregation == "seq-mean-token-sum-norm":
+        return w, rows * max_len
+    raise ValueError(f"loss_aggregation: got {aggregation!r}, allowed: token-mean, seq-mean-token-mean, "
+                     "seq-mean-token-sum-norm")
 
 
 def a2c_policy_loss(log_prob: Tensor, advantages: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -39,9 +61,12 @@ def a2c_policy_loss(log_prob: Tensor, advantages: Tensor, mask: Tensor | None = 
     return -masked_mean(advantages * log_prob, mask)
 
 
-def _ppo_surrogates(ratio: Tensor, advantages: Tensor, clip_range: float) -> tuple[Tensor, Tensor]:
-    """``(r·Â, clip(r, 1−ε, 1+ε)·Â)``, shared by the PPO loss and the reverse term's mask."""
-    return ratio * advantages, ratio.clamp(1.0 - clip_range, 1.0 + clip_range) * advantages
+def _ppo_surrogates(ratio: Tensor, advantages: Tensor, clip_range: float,
+                    clip_range_high: float | None = None) -> tuple[Tensor, Tensor]:
+    """``(r·Â, clip(r, 1−ε, 1+ε_high)·Â)``, shared by the PPO loss and the reverse term's mask;
+    ε_high (DAPO's clip-higher) defaults to ε."""
+    high = clip_range if clip_range_high is None else clip_range_high
+    return ratio * advantages, ratio.clamp(1.0 - clip_range, 1.0 + high) * advantages
 
 
 def ppo_policy_loss(
@@ -165,6 +190,7 @@ def symmetric_loss(
     clip_range: float = 0.2,
     clip_range_vf: float | None = None,
     mask: Tensor | None = None,
+    clip_range_high: float | None = None,
 ) -> tuple[LossTerms, Tensor | None]:
     """α·L_pg + β·L_rev + vf·L_value − ent·H with the policy loss ``weights.policy_loss``.
 
@@ -178,23 +204,29 @@ def symmetric_loss(
         if old_log_prob is None:
             raise ValueError("old_log_prob: required for kind='ppo'")
         ratio = torch.exp(log_prob - old_log_prob)
-        unclipped, clipped = _ppo_surrogates(ratio, advantages, clip_range)
+        unclipped, clipped = _ppo_surrogates(ratio, advantages, clip_range, clip_range_high)
         policy = -masked_mean(torch.minimum(unclipped, clipped), mask)
         if weights.reverse != 0.0:
-            f = (unclipped <= clipped).to(ratio.dtype)  # ppo_gradient_mask, reusing the surrogates
-            inv_old_prob = torch.exp(-old_log_prob)
-            reverse = masked_mean(f * _reverse_core(ratio, inv_old_prob, advantages, weights.reverse_kind,
-                                                    weights.Z), mask)
+            # β·mean(f·s·Â·(1/π_old − k·r)), _reverse_core's algebra (RCE: s = −Z, k = 1; MAE: s = 1,
+            # k = 2) with f = ppo_gradient_mask from the surrogates at hand. f, Â, π_old and the
+            # weights are constants: folded together outside the graph, two fewer backward nodes.
+            s, k = (-weights.Z, 1.0) if weights.reverse_kind == "rce" else (1.0, 2.0)
+            with torch.no_grad():
+                constant = torch.where(unclipped <= clipped, advantages, 0.0) * (weights.reverse * s)
+                inv_old_prob = torch.exp(-old_log_prob)
+            weighted_reverse = masked_mean(constant * (inv_old_prob - (ratio if k == 1.0 else k * ratio)), mask)
+            reverse = weighted_reverse.detach() / weights.reverse
     elif kind == "a2c":
         policy = a2c_policy_loss(log_prob, advantages, mask)
         if weights.reverse != 0.0:
             reverse = a2c_reverse_loss(torch.exp(log_prob), advantages, weights.reverse_kind, weights.Z, mask)
+            weighted_reverse = weights.reverse * reverse
     else:
         raise ValueError(f"policy_loss: got {kind!r}, allowed: 'a2c', 'ppo'")
 
     total = policy if weights.pg == 1.0 else weights.pg * policy
     if weights.reverse != 0.0:
-        total = total + weights.reverse * reverse
+        total = total + weighted_reverse
     value = value_loss(values, returns, old_values, clip_range_vf, mask)
     ent = entropy_bonus(entropy, mask)
     total = total + weights.vf * value
@@ -301,6 +333,7 @@ def loss_step(
     norm_adv: bool,
     mask: Tensor | None = None,
     normalized: Tensor | None = None,
+    clip_range_high: float | None = None,
 ) -> tuple[Tensor, LossStep]:
     """The step both trainers take on a (micro)batch: advantage normalization over the valid elements
     (``norm_adv``; ``normalized`` instead when the caller whitened over a wider scope than this
@@ -313,8 +346,9 @@ def loss_step(
     else:
         used = advantages
     terms, _ = symmetric_loss(weights, log_prob, old_log_prob, used, entropy, values, returns, old_values,
-                              clip_range, clip_range_vf, mask)
-    return terms.total, LossStep(terms, log_prob.detach() - old_log_prob, advantages.detach(), used.detach(), mask)
+                              clip_range, clip_range_vf, mask, clip_range_high)
+    valid = None if mask is None else mask.bool()  # statistics count tokens, whatever the loss's weights
+    return terms.total, LossStep(terms, log_prob.detach() - old_log_prob, advantages.detach(), used.detach(), valid)
 
 
 def update_statistics(steps: list[LossStep], clip_range: float) -> dict[str, Tensor]:

@@ -13,7 +13,7 @@ from symrl.llm.config import build_rlhf_config
 from symrl.llm.generation import Batch, encode_prompts, mask_after_eos
 from symrl.llm.policy import token_logprobs
 from symrl.llm.tasks import iteration_examples
-from symrl.llm.trainer import RLHFTrainer, _token_counts, train_rlhf
+from symrl.llm.trainer import RLHFTrainer, _shares, train_rlhf
 from symrl.run import load_checkpoint, read_jsonl, run_dir
 from tests.helpers import checkpoint_tensors, corpus, rlhf_cfg, rlhf_trainer, settings_view, tiny_llama
 
@@ -56,7 +56,7 @@ def test_sppo_token_gradient_is_alpha_plus_beta_z_times_ppo(lm_setup, tmp_path):
         from symrl.advantages import normalize
 
         trainer._micro_step(rollout, rows, normalize(rollout.advantages[rows], rollout.mask[rows]),
-                            _token_counts(rollout, rows), {})
+                            _shares(rollout, rows, cfg), {})
         grads[algo] = torch.cat([p.grad.flatten() for n, p in trainer.agent.model.lm.named_parameters() if p.grad is not None])
     assert grads["ppo"].abs().sum() > 0
     assert torch.allclose(grads["sppo"], 0.9 * grads["ppo"], rtol=1e-4, atol=1e-7)
@@ -96,8 +96,8 @@ def test_gradient_accumulation_changes_memory_not_maths(lm_setup, tmp_path):
         used = normalize(rollout.advantages[rows], rollout.mask[rows])
         for part in range(0, 4, 4 // accum):
             with trainer.agent.accelerator.accumulate(trainer.agent.actor):
-                trainer._micro_step(rollout, rows[part:part + 4 // accum], used[part:part + 4 // accum],
-                                    _token_counts(rollout, rows), {})
+                share = _shares(rollout, rows, cfg).rows(part, part + 4 // accum)
+                trainer._micro_step(rollout, rows[part:part + 4 // accum], used[part:part + 4 // accum], share, {})
         grads[accum] = torch.cat([p.grad.flatten() for p in trainer.agent.actor.parameters() if p.grad is not None])
     assert torch.allclose(grads[1], grads[2], rtol=1e-4, atol=1e-7)
 
@@ -156,8 +156,11 @@ def test_mean_reward_rises_with_a_learnable_reward(lm_setup, tmp_path, algo):
 @pytest.mark.parametrize("variant", [{}, {"policy.lora_r": 4, "policy.lora_alpha": 8},
                                      {"policy.value_head": "separate", "kl_controller": "adaptive"},
                                      {"policy.lora_r": 4, "policy.lora_alpha": 8, "policy.value_head": "adapter",
-                                      "norm_adv_scope": "microbatch_padded", "grad_accum": 2}],
-                         ids=["full", "lora", "critic-adaptive-kl", "lora-value-adapter"])
+                                      "norm_adv_scope": "microbatch_padded", "grad_accum": 2},
+                                     {"advantage": "grpo", "group_size": 4, "kl_in": "loss", "noise": "reward_flip",
+                                      "noise_scale": 0.3, "loss_aggregation": "seq-mean-token-mean",
+                                      "clip_range_high": 0.28}],
+                         ids=["full", "lora", "critic-adaptive-kl", "lora-value-adapter", "critic-free-noisy"])
 def test_killed_run_resumes_to_the_uninterrupted_result(lm_setup, tmp_path, monkeypatch, variant):
     whole = rlhf_cfg(lm_setup, tmp_path, iterations=4, checkpoint_every=2, eval_every=2, experiment="whole", **variant)
     train_rlhf(whole, progress=False)
@@ -179,7 +182,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(lm_setup, tmp_path, monk
     train_rlhf(killed, progress=False)
     a, b = checkpoint_tensors(run_dir(whole)), checkpoint_tensors(run_dir(killed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert any("value_head" in k for k in a) and (not variant.get("policy.lora_r") or any("lora_" in k for k in a))
+    assert any("value_head" in k for k in a) == ("advantage" not in variant)  # critic-free: no value head
+    assert not variant.get("policy.lora_r") or any("lora_" in k for k in a)
     assert variant.get("policy.value_head") != "adapter" or any(k.startswith("policy/value_adapter/") for k in a)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "time_s"} for r in rows]  # noqa: E731
     assert strip(read_jsonl(run_dir(whole) / "metrics.jsonl")) == strip(read_jsonl(run_dir(killed) / "metrics.jsonl"))

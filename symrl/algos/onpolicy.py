@@ -211,7 +211,9 @@ class OnPolicyTrainer:
         if cfg.anneal_lr:
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.lr * progress
-        clip_range = loss.clip_range * progress if cfg.anneal_clip else loss.clip_range
+        clip_scale = progress if cfg.anneal_clip else 1.0
+        clip_range = loss.clip_range * clip_scale
+        clip_high = None if loss.clip_range_high is None else loss.clip_range_high * clip_scale
         rollout = self.buffer.tensors(self.device)
         with record_function("symrl.advantages"):
             advantages, returns = self.advantages(rollout)
@@ -220,7 +222,7 @@ class OnPolicyTrainer:
         grad_norms: list[torch.Tensor] = []  # one per step taken
         with record_function("symrl.update"):  # labels per phase, not per minibatch: one costs ~10 µs
             for minibatch in self.minibatches(batch):
-                total, step = self.gradient_step(minibatch, clip_range)
+                total, step = self.gradient_step(minibatch, clip_range, clip_high)
                 steps.append(step)
                 if loss.target_kl is not None and step.approx_kl().item() > 1.5 * loss.target_kl:
                     break  # SB3's early stop: this minibatch takes no step
@@ -251,7 +253,8 @@ class OnPolicyTrainer:
             for start in range(0, n, size):
                 yield {k: v[start:start + size] for k, v in shuffled.items()}
 
-    def gradient_step(self, mb: dict[str, torch.Tensor], clip_range: float) -> tuple[torch.Tensor, LossStep]:
+    def gradient_step(self, mb: dict[str, torch.Tensor], clip_range: float,
+                      clip_high: float | None = None) -> tuple[torch.Tensor, LossStep]:
         """The loss of one minibatch: adv_flip noise on its advantages (a fresh mask per minibatch),
         then the shared ``loss_step``. The sign-change share compares with the advantages after
         adv_flip, so it counts what normalization flips (upstream's counts the noise's flips too)."""
@@ -264,7 +267,7 @@ class OnPolicyTrainer:
         with torch.set_grad_enabled(self.weights.ent != 0.0):  # logged only: kept out of backward
             entropy = dist.entropy()
         return loss_step(self.weights, log_prob, mb["log_probs"], advantages, entropy, values, mb["returns"],
-                         mb["values"], clip_range, loss.clip_range_vf, loss.norm_adv)
+                         mb["values"], clip_range, loss.clip_range_vf, loss.norm_adv, clip_range_high=clip_high)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, Any]:

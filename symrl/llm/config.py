@@ -13,15 +13,19 @@ from typing import Any
 from symrl.config import LossConfig, apply, check_choice, require, resolve_loss, setting
 from symrl.paths import looked_for, resolve_path
 
-ALGOS = ("ppo", "sppo", "scaled_ppo")
+ALGOS = ("ppo", "sppo", "scaled_ppo", "a2c", "sa2c")  # a2c, sa2c: the logprob (REINFORCE) form
 CHOICES: dict[str, tuple[str, ...]] = {
     "algo": ALGOS,
-    "task": ("imdb", "tldr", "custom"),
+    "task": ("imdb", "tldr", "custom", "arithmetic"),
     "reverse_kind": ("rce", "mae"),
     "kl_controller": ("fixed", "adaptive"),
     "device": ("auto", "cpu", "cuda"),
     "mixed_precision": ("auto", "no", "bf16", "fp16"),
-    "policy.value_head": ("shared", "separate", "adapter"),
+    "policy.value_head": ("shared", "separate", "adapter", "none"),
+    "advantage": ("gae", "grpo", "rloo", "drgrpo"),
+    "loss_aggregation": ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"),
+    "kl_in": ("reward", "loss", "off"),
+    "noise": ("none", "reward_flip", "gaussian", "uniform"),
     "policy.load_in": ("full", "8bit", "4bit"),
     "reward.kind": ("classifier", "reward_model", "lexicon", "callable", "adapter"),
     "norm_adv_scope": ("minibatch_tokens", "microbatch_padded"),
@@ -29,7 +33,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval_lms_mode": ("joined", "per_prompt"),
     "eval_reward_prompt": ("full", "truncated"),
 }
-SYMMETRIC_DEFAULTS = {"ppo": (1.0, 0.0), "sppo": (0.5, 0.4), "scaled_ppo": (0.5, 0.4)}
+SYMMETRIC_DEFAULTS = {"ppo": (1.0, 0.0), "sppo": (0.5, 0.4), "scaled_ppo": (0.5, 0.4), "a2c": (1.0, 0.0),
+                      "sa2c": (0.5, 0.4)}
 # Where each task's data comes from when `data` is not given (users with internet).
 HUB_DATASETS = {"imdb": "stanfordnlp/imdb", "tldr": "CarperAI/openai_summarize_tldr"}
 
@@ -40,9 +45,10 @@ class PolicyConfig:
 
     model: str = setting("rajkumarrrk/gpt2-fine-tuned-on-imdb-positive-reviews", "the policy: a hub id or a folder")
     tokenizer: str | None = setting(None, "its tokenizer (null: the model's own)")
-    value_head: str = setting("shared", "a linear head on the policy's last hidden state (shared), on a separate "
-                                        "critic LM (separate), or on the frozen LoRA base with a value adapter "
-                                        "(adapter: TRIL's TL;DR critic)")
+    value_head: str = setting("auto", "a linear head on the policy's last hidden state (shared), on a "
+                                               "separate critic LM (separate), on the frozen LoRA base with a value "
+                                               "adapter (adapter: TRIL's TL;DR critic), or none; auto: shared with "
+                                               "advantage=gae, none with a critic-free advantage")
     critic_model: str | None = setting(None, "the separate critic's trunk (null: the policy model)")
     reference_model: str | None = setting(None, "the KL reference (null: a frozen copy of the policy; the LoRA "
                                                 "base when lora_r > 0)")
@@ -85,21 +91,31 @@ class RewardConfig:
 
 def _rlhf_loss() -> LossConfig:
     """The paper's IMDB setting (TRIL's PPO): clipped value loss with TRIL's 0.5 in front, grad norm 1."""
-    return LossConfig(algo="sppo", clip_range_vf=0.2, value_loss_scale=0.5, max_grad_norm=1.0, norm_adv=True,
-                      n_epochs=5, gae_lambda=0.95)
+    return LossConfig(algo="sppo", clip_range_vf=0.2, value_loss_scale=0.5, max_grad_norm=1.0, n_epochs=5,
+                      gae_lambda=0.95)
 
 
 @dataclass
 class RLHFConfig:
     """One RLHF run; ``None`` means "the algorithm's default" (see ``resolve_rlhf``)."""
 
-    task: str = setting("imdb", "imdb, tldr, or custom (a JSONL of prompts in `data`)")
+    task: str = setting("imdb", "imdb, tldr, arithmetic (offline verifiable problems), or custom (a JSONL of "
+                                "prompts in `data`)")
     data: str | None = setting(None, "a local JSONL(.gz); null: the task's hub dataset")
     seed: int = setting(0, "seeds the value head, sampling, minibatches and the imdb split")
     iterations: int = setting(60, "rollout + update iterations")
     rollouts: int = setting(112, "trajectories per iteration")
     minibatch_size: int = setting(28, "trajectories per optimizer step")
     grad_accum: int = setting(1, "micro-batches per minibatch: memory, not maths (token-weighted accumulation)")
+    group_size: int = setting(1, "completions sampled per prompt (rollouts / group_size prompts per iteration)")
+    advantage: str = setting("gae", "gae (a critic), or critic-free from each prompt's group of completions: grpo "
+                                    "(group mean and std), rloo (leave-one-out mean), drgrpo (group mean, no std)")
+    loss_aggregation: str = setting("token-mean", "token-mean over the minibatch's tokens, seq-mean-token-mean "
+                                                  "(each sequence's token mean, averaged), or seq-mean-token-sum-norm "
+                                                  "(token sums / max_new_tokens, averaged: Dr. GRPO)")
+    noise: str = setting("none", "noise on the training rewards: reward_flip (r ← 1 − r with probability "
+                                 "noise_scale, for 0/1 rewards), gaussian, uniform; evaluation stays clean")
+    noise_scale: float = setting(0.0, "the noise's probability or scale")
     loss: LossConfig = setting(factory=_rlhf_loss, doc="the loss and the update")
     lr: float = setting(5e-6, "AdamW's learning rate")
     weight_decay: float = setting(1e-6, "AdamW's; never on biases and normalization weights (TRIL's groups)")
@@ -107,7 +123,9 @@ class RLHFConfig:
     norm_adv_scope: str = setting("minibatch_tokens", "whitening statistics: the valid tokens of each minibatch "
                                                       "(padding stays 0), or TRIL's microbatch_padded (every "
                                                       "position of each micro-batch, padding zeros included)")
-    kl_coef: float = setting(0.001, "weight of the per-token KL penalty folded into the reward")
+    kl_coef: float = setting(0.001, "weight of the KL penalty (kl_in)")
+    kl_in: str | None = setting(None, "the KL to the reference: per token in the reward, in the loss (k3 "
+                                      "estimator), or off (default: reward with advantage=gae, off otherwise)")
     kl_controller: str = setting("fixed", "fixed, or adaptive (Ziegler et al. 2019)")
     kl_target: float = setting(6.0, "adaptive controller: target KL per sequence")
     kl_horizon: int = setting(10_000, "adaptive controller: its horizon in trajectories")
@@ -149,14 +167,39 @@ def resolve_rlhf(cfg: RLHFConfig) -> RLHFConfig:
     for key in ("task", "kl_controller", "device", "mixed_precision", "eval_lms_mode",
                 "eval_reward_prompt"):
         check_choice(key, getattr(cfg, key), CHOICES)
-    for key in ("value_head", "load_in"):
-        check_choice(f"policy.{key}", getattr(cfg.policy, key), CHOICES)
+    check_choice("policy.load_in", cfg.policy.load_in, CHOICES)
     check_choice("reward.kind", cfg.reward.kind, CHOICES)
     check_choice("norm_adv_scope", cfg.norm_adv_scope, CHOICES)
     check_choice("reward.score", cfg.reward.score, CHOICES)
     require(cfg.loss.target_kl is None, f"target_kl: got {cfg.loss.target_kl}, allowed: null (symrl rlhf has no "
                                          "KL early stop; its KL penalty is kl_coef)")
+    for key in ("advantage", "loss_aggregation", "noise"):
+        check_choice(key, getattr(cfg, key), CHOICES)
+    critic_free = cfg.advantage != "gae"
+    if cfg.kl_in is None:
+        cfg.kl_in = "off" if critic_free else "reward"
+    check_choice("kl_in", cfg.kl_in, CHOICES)
+    if cfg.policy.value_head == "auto":
+        cfg.policy.value_head = "none" if critic_free else "shared"
+    check_choice("policy.value_head", cfg.policy.value_head, CHOICES)
+    if cfg.loss.norm_adv is None:  # group advantages are already normalized (grpo) or meant raw
+        cfg.loss.norm_adv = not critic_free
+    if critic_free:
+        require(cfg.policy.value_head == "none", f"policy.value_head: got {cfg.policy.value_head!r} with "
+                f"advantage={cfg.advantage}, which needs no critic; allowed: none (or advantage=gae)")
+        require(cfg.kl_in != "reward", f"kl_in: got 'reward' with advantage={cfg.advantage}, whose group advantages "
+                "read only the sequence scores; allowed: loss or off")
+        require(cfg.group_size >= 2, f"group_size: got {cfg.group_size} with advantage={cfg.advantage}; allowed: "
+                "an integer >= 2 (completions per prompt)")
+    else:
+        require(cfg.policy.value_head != "none", "policy.value_head: got 'none' with advantage=gae, which needs a "
+                "critic; allowed: shared, separate, adapter (or a critic-free advantage: grpo, rloo, drgrpo)")
     resolve_loss(cfg.loss, SYMMETRIC_DEFAULTS, CHOICES)
+    if cfg.loss.family == "a2c":  # the logprob form has no ratio: its gradient is only right on-policy
+        require(cfg.loss.n_epochs == 1 and cfg.minibatch_size == cfg.rollouts,
+                f"n_epochs, minibatch_size: got {cfg.loss.n_epochs}, {cfg.minibatch_size} with algo={cfg.loss.algo} "
+                f"(the logprob form: one on-policy step); allowed: n_epochs=1, minibatch_size={cfg.rollouts} "
+                "(rollouts)")
     _validate(cfg)
     return cfg
 
@@ -170,8 +213,15 @@ def _positive_ints(cfg: Any, prefix: str, keys: tuple[str, ...]) -> None:
 def _validate(cfg: RLHFConfig) -> None:
     require(cfg.lr > 0, f"lr: got {cfg.lr:g}, allowed: a number > 0")
     require(cfg.seed >= 0, f"seed: got {cfg.seed}, allowed: an integer >= 0 (it also shuffles the imdb split)")
-    _positive_ints(cfg, "", ("iterations", "rollouts", "minibatch_size", "grad_accum",
+    _positive_ints(cfg, "", ("iterations", "rollouts", "minibatch_size", "grad_accum", "group_size",
                              "checkpoint_every", "kl_horizon", "eval_ppl_stride"))
+    require(cfg.rollouts % cfg.group_size == 0,
+            f"group_size: got {cfg.group_size}, allowed: a divisor of rollouts ({cfg.rollouts})")
+    if cfg.noise == "reward_flip":
+        require(0 <= cfg.noise_scale <= 1, f"noise_scale: got {cfg.noise_scale:g} for noise=reward_flip, allowed: "
+                "a probability 0..1")
+    else:
+        require(cfg.noise_scale >= 0, f"noise_scale: got {cfg.noise_scale:g}, allowed: a number >= 0")
     require(cfg.eval_prompts >= 1 or (cfg.eval_prompts == 0 and cfg.task == "imdb"),
             f"eval_prompts: got {cfg.eval_prompts}, allowed: an integer >= 1, or 0 (the whole validation split) "
             "with task=imdb")

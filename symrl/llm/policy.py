@@ -157,15 +157,19 @@ class ActorCritic(nn.Module):
     gradients never reach the policy's adapter, and no second copy of the base is held). One
     module, so accelerate wraps it once."""
 
-    def __init__(self, lm: nn.Module, critic: nn.Module | None, value_adapter: bool = False):
+    def __init__(self, lm: nn.Module, critic: nn.Module | None, value_adapter: bool = False, value_head: bool = True):
+        """``value_head=False`` (``policy.value_head=none``, critic-free advantages): no value
+        function at all; the values returned are zeros."""
         super().__init__()
         self.lm = lm
         self.critic = critic
         self.value_adapter = value_adapter
-        hidden = (critic or lm).config.hidden_size
-        self.value_head = nn.Linear(hidden, 1)
-        nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1) ** 0.5)
-        nn.init.zeros_(self.value_head.bias)
+        self.value_head = None
+        if value_head:
+            hidden = (critic or lm).config.hidden_size
+            self.value_head = nn.Linear(hidden, 1)
+            nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1) ** 0.5)
+            nn.init.zeros_(self.value_head.bias)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, start: int = 0, mode: str = "policy",
                 **generate_kwargs):
@@ -178,9 +182,10 @@ class ActorCritic(nn.Module):
         if mode == "generate":
             with adapter_scope(self.lm, POLICY_ADAPTER):
                 return self.lm.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs)
-        if mode in ("reference", "logits"):
+        if mode in ("reference", "logits") or self.value_head is None:
             with adapter_scope(self.lm, None if mode == "reference" else POLICY_ADAPTER):
-                return window_logits(self.lm, input_ids, attention_mask, start)
+                logits = window_logits(self.lm, input_ids, attention_mask, start)
+            return logits if mode != "policy" else (logits, logits.new_zeros(logits.shape[:2], dtype=torch.float32))
         shared = self.critic is None and not self.value_adapter
         positions = position_ids(attention_mask)
         with adapter_scope(self.lm, POLICY_ADAPTER):
@@ -232,8 +237,9 @@ class ActorCritic(nn.Module):
         self.lm.save_pretrained(folder / "policy", state_dict=part("lm."), **adapters)
         if self.critic is not None:
             self.critic.save_pretrained(folder / "critic", state_dict=part("critic."))
-        save_file({k: v.detach().cpu().contiguous() for k, v in part("value_head.").items()},
-                  str(folder / VALUE_HEAD_FILE))
+        if self.value_head is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in part("value_head.").items()},
+                      str(folder / VALUE_HEAD_FILE))
 
 
 def _aliases(module: nn.Module) -> dict[str, str]:
@@ -300,8 +306,8 @@ def build_actor_critic(cfg: PolicyConfig, checkpoint: Path | None = None) -> Act
         source = str(checkpoint / "critic") if checkpoint else (cfg.critic_model or cfg.model)
         critic = from_pretrained(AutoModel, source, field="policy.critic_model", dtype=torch.float32)
         disable_dropout(critic)
-    model = ActorCritic(lm, critic, value_adapter=cfg.value_head == "adapter")
-    if checkpoint is not None:
+    model = ActorCritic(lm, critic, value_adapter=cfg.value_head == "adapter", value_head=cfg.value_head != "none")
+    if checkpoint is not None and model.value_head is not None:
         from safetensors.torch import load_file
 
         model.value_head.load_state_dict(load_file(str(checkpoint / VALUE_HEAD_FILE)))

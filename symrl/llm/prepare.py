@@ -1,4 +1,4 @@
-"""Offline stand-ins for ``gpt2`` and ``lvwerra/distilbert-imdb``, behind ``symrl lm prepare``.
+"""``symrl lm prepare``: offline stand-ins for ``gpt2`` and ``lvwerra/distilbert-imdb``, and an arithmetic LM.
 
 Without internet there is no pretrained policy and no reward model. This trains both on a local
 review corpus: a byte-level BPE tokenizer, a small GPT-2 pretrained as a causal LM (the policy) and
@@ -10,6 +10,13 @@ saved with ``save_pretrained``, so the RLHF code loads these folders exactly as 
   first token, whose hidden state DistilBERT classifies, like BERT's ``[CLS]``);
 - ``OUT/tokenizer``: the policy's tokenizer alone;
 - ``OUT/prepared.json``: what was built and how well; written last, it marks a finished preparation.
+
+``symrl lm prepare --task arithmetic`` (:func:`prepare_arithmetic`) needs no data: it pretrains a
+GPT-2 with a byte-level tokenizer (no merges: one token per character, so every digit is its own
+token) on worked problems of :mod:`symrl.llm.arithmetic` (``"Q: 37 + 85 = ?\nA: 122"``). The
+budget is deliberately short, so the model answers some held-out problems and not others, and RL
+has something to improve. ``OUT/policy`` holds it as above, ``OUT/arithmetic.json`` its held-out
+accuracy (greedy decoding, read by the task's checker) and ``OUT/prepared.json`` as above.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ from transformers.utils import logging as hf_logging
 
 from symrl.config import ConfigError
 from symrl.device import resolve_device
+from symrl.llm import arithmetic, generation
+from symrl.llm.config import GenerationConfig
 from symrl.llm.data import read_records, texts
 from symrl.llm.generation import right_pad
 from symrl.paths import resolve_path
@@ -52,7 +61,26 @@ VAL_FRACTION = 0.1
 MIN_RECORDS = 50
 # Bumped when what is built changes meaning, so that older preparations are rebuilt, not reused.
 FORMAT = 1
+BYTE_VOCAB = 256 + 2  # the byte alphabet and the two special tokens: a byte-level BPE without merges
+ANSWER_TOKENS = 8  # new tokens an arithmetic answer gets: " -99" or " 891" and EOS, with room to spare
 Batch = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LMSize:
+    """A GPT-2 policy and its pretraining on mini-batches of ``batch`` rows of at most ``n_positions`` tokens."""
+
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_positions: int
+    steps: int
+    batch: int
+    lr: float
+    eval_blocks: int  # held-out rows for the validation loss; bounded so evaluation stays cheap
+    # True: documents packed into full rows (reviews); False: one document a row, padded (worked
+    # problems: each then starts at position 0, as a prompt does when the policy answers it)
+    packed: bool = True
 
 
 @dataclass(frozen=True)
@@ -79,6 +107,11 @@ class ModelSize:
     clf_batch: int
     clf_lr: float
 
+    @property
+    def lm(self) -> LMSize:
+        return LMSize(self.n_layer, self.n_embd, self.n_head, self.n_positions, self.lm_steps, self.lm_batch,
+                      self.lm_lr, self.lm_eval_blocks)
+
 
 SIZES: dict[str, ModelSize] = {
     # seconds: for tests
@@ -95,6 +128,27 @@ SIZES: dict[str, ModelSize] = {
     "medium": ModelSize(vocab_size=8192, n_layer=6, n_embd=384, n_head=6, n_positions=256, lm_steps=1500,
                         lm_batch=32, lm_lr=1e-3, lm_eval_blocks=256, clf_layers=4, clf_dim=384, clf_heads=6,
                         clf_hidden=1536, clf_max_len=256, clf_steps=800, clf_batch=32, clf_lr=3e-4),
+}
+
+
+@dataclass(frozen=True)
+class ArithmeticSize:
+    """The arithmetic policy, its pretraining corpus and how many held-out problems measure it."""
+
+    lm: LMSize
+    problems: int  # worked training problems, one a row
+    accuracy_problems: int  # held-out problems answered greedily for the accuracy (the first of them)
+
+
+ARITHMETIC_SIZES: dict[str, ArithmeticSize] = {
+    # seconds: for tests; the accuracy is near 0
+    "tiny": ArithmeticSize(LMSize(n_layer=2, n_embd=32, n_head=2, n_positions=64, steps=40, batch=8, lr=3e-3,
+                                  eval_blocks=32, packed=False), problems=2000, accuracy_problems=32),
+    # the default: held-out accuracy 0.32 (seed 0; 0.26 seed 1) after 3 minutes on one CPU thread. Measured
+    # near that budget: 2 layers beat 3 (0.40 vs 0.31 at 2000 steps), lr 3e-3 beat 5e-3 (0.27 vs 0.18 at
+    # 1500 steps, 3 layers), and a loss on the answers alone learned more slowly (0.12 vs 0.22 at 1000).
+    "small": ArithmeticSize(LMSize(n_layer=2, n_embd=128, n_head=4, n_positions=128, steps=1800, batch=64, lr=3e-3,
+                                   eval_blocks=500, packed=False), problems=60_000, accuracy_problems=500),
 }
 
 
@@ -116,25 +170,48 @@ def prepare_models(records: list[dict], out: str | Path, *, size: str = "small",
     that looks finished. ``threads`` sets torch's CPU threads for this call only. Returns the contents
     of ``prepared.json`` plus ``paths`` (absolute folders) and ``reused``.
     """
-    preset = _preset(size)
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ConfigError(f"--steps: got {steps!r}, allowed: a positive integer")
+    preset = _preset(size, SIZES)
+    _check_steps(steps)
     text, labels = _validated(records)
     target = resolve_device(device)
-    out = Path(out)
     # A preparation is reused only if all of these match, the preset's numbers included.
     settings = {"format": FORMAT, "size": size, "seed": seed, "lm_steps": steps or preset.lm_steps,
                 "preset": asdict(preset), "n_records": len(records), "data_sha256": _fingerprint(text, labels)}
+    return _prepare(Path(out), settings, lambda folder: _build(text, labels, folder, preset, settings, source,
+                                                               target, log),
+                    ("policy", "classifier", "tokenizer"), force=force, threads=threads, log=log)
+
+
+def prepare_arithmetic(out: str | Path, *, size: str = "small", seed: int = 0, steps: int | None = None,
+                       force: bool = False, device: str = "auto", threads: int | None = None,
+                       log: Callable[[str], None] = print) -> dict:
+    """Build the arithmetic policy into ``out`` (relative: under the symrl root), as :func:`prepare_models`
+    builds the review models (reuse, atomic folder, ``threads``). The result holds ``arithmetic``: the
+    held-out accuracy, also in ``OUT/arithmetic.json``."""
+    preset = _preset(size, ARITHMETIC_SIZES)
+    _check_steps(steps)
+    target = resolve_device(device)
+    settings = {"format": FORMAT, "task": "arithmetic", "size": size, "seed": seed,
+                "lm_steps": steps or preset.lm.steps, "preset": asdict(preset),
+                "operations": {op: list(digits) for op, digits in arithmetic.OPERATIONS.items()}}
+    return _prepare(resolve_path(out), settings,
+                    lambda folder: _build_arithmetic(folder, preset, settings, target, log), ("policy",),
+                    force=force, threads=threads, log=log)
+
+
+def _prepare(out: Path, settings: dict, build: Callable[[Path], dict], folders: tuple[str, ...], *,
+             force: bool, threads: int | None, log: Callable[[str], None]) -> dict:
+    """Reuse a finished preparation in ``out`` made with the same ``settings``, else ``build`` one there."""
     finished = _finished(out)
     if finished is not None and finished.get("settings") == settings and not force:
-        log(f"prepare: {out} already holds this preparation (size {size}, seed {seed}); reusing it")
-        return _with_paths(finished, out, reused=True)
+        log(f"prepare: {out} already holds this preparation (size {settings['size']}, seed {settings['seed']}); "
+            "reusing it")
+        return _with_paths(finished, out, folders, reused=True)
     _check_replaceable(out)
     with _torch_threads(threads):
-        info = _build_atomically(
-            out, lambda folder: _build(text, labels, folder, preset, settings, source, target, log))
+        info = _build_atomically(out, build)
     log(f"prepare: done in {info['seconds']['total']:.0f} s -> {out}")
-    return _with_paths(info, out, reused=False)
+    return _with_paths(info, out, folders, reused=False)
 
 
 def _build_atomically(out: Path, build: Callable[[Path], dict]) -> dict:
@@ -159,12 +236,12 @@ def _build(text: list[str], labels: list[int], folder: Path, preset: ModelSize, 
     train, val = _split(len(text), seed)
     log(f"prepare: {len(train)} training / {len(val)} held-out records, size {settings['size']}, on {device}")
 
-    tokenizer = train_tokenizer([text[i] for i in train], preset)
+    tokenizer = train_tokenizer([text[i] for i in train], preset.vocab_size, preset.n_positions)
     tokenizer_s = time.perf_counter() - start
     log(f"tokenizer: {len(tokenizer)} tokens in {tokenizer_s:.1f} s")
 
     policy, policy_info = _pretrain_policy(tokenizer, [text[i] for i in train], [text[i] for i in val],
-                                           preset, settings["lm_steps"], seed, device, log)
+                                           preset.lm, settings["lm_steps"], seed, device, log)
     policy_s = time.perf_counter() - start - tokenizer_s
 
     classifier_tokenizer = _classifier_tokenizer(tokenizer, preset)
@@ -184,33 +261,96 @@ def _build(text: list[str], labels: list[int], folder: Path, preset: ModelSize, 
 
 def _save(folder: Path, tokenizer: PreTrainedTokenizerFast, policy: GPT2LMHeadModel,
           classifier: DistilBertForSequenceClassification, classifier_tokenizer: PreTrainedTokenizerFast) -> None:
-    """``save_pretrained`` into the three folders, keeping transformers' per-file progress bars out of the log."""
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
+    """``save_pretrained`` into the three folders."""
+    with _quiet_saving():
         tokenizer.save_pretrained(folder / "tokenizer")
         policy.save_pretrained(folder / "policy")
         tokenizer.save_pretrained(folder / "policy")
         classifier.save_pretrained(folder / "classifier")
         classifier_tokenizer.save_pretrained(folder / "classifier")
+
+
+@contextlib.contextmanager
+def _quiet_saving() -> Iterator[None]:
+    """Keeps transformers' per-file progress bars of ``save_pretrained`` out of the log."""
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
     finally:
         if bars:
             hf_logging.enable_progress_bar()
 
 
-def train_tokenizer(text: list[str], preset: ModelSize) -> PreTrainedTokenizerFast:
-    """A GPT-2-style byte-level BPE: every string encodes (no unknown tokens) and decodes back exactly."""
+def _build_arithmetic(folder: Path, preset: ArithmeticSize, settings: dict, device: torch.device,
+                      log: Callable[[str], None]) -> dict:
+    """Pretrain on worked training problems, measure greedy accuracy on held-out ones, save into ``folder``."""
+    start = time.perf_counter()
+    seed = settings["seed"]
+    train = [p.text for p in arithmetic.problems(seed, preset.problems, "train")]
+    held_out = arithmetic.held_out_problems(preset.accuracy_problems)
+    log(f"prepare: {len(train)} worked training problems, {len(held_out)} held-out ones, "
+        f"size {settings['size']}, on {device}")
+    tokenizer = train_tokenizer(train, BYTE_VOCAB, preset.lm.n_positions)
+    policy, policy_info = _pretrain_policy(tokenizer, train, [p.text for p in held_out], preset.lm,
+                                           settings["lm_steps"], seed, device, log)
+    policy_s = time.perf_counter() - start
+    score = arithmetic_accuracy(policy, tokenizer, held_out, device)
+    by_operation = ", ".join(f"{op} {share:.2f}" for op, share in score["by_operation"].items())
+    log(f"arithmetic: held-out accuracy {score['accuracy']:.3f} on {score['problems']} problems "
+        f"(greedy; {by_operation})")
+    with _quiet_saving():
+        policy.save_pretrained(folder / "policy")
+        tokenizer.save_pretrained(folder / "policy")
+    summary = {"task": "arithmetic", "size": settings["size"], "seed": seed, **score}
+    (folder / "arithmetic.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return {"settings": settings, "task": "arithmetic", "size": settings["size"], "seed": seed,
+            "n_train": len(train), "vocab_size": len(tokenizer), "policy": policy_info,
+            "arithmetic": {k: v for k, v in score.items() if k != "samples"},
+            "seconds": {"policy": round(policy_s, 1), "total": round(time.perf_counter() - start, 1)},
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
+
+
+@torch.no_grad()
+def arithmetic_accuracy(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast,
+                        problems: list[arithmetic.Problem], device: torch.device, batch: int = 100) -> dict:
+    """Share of ``problems`` whose greedy completion the task's checker accepts, overall and per
+    operation, sampled as ``symrl rlhf`` samples (left-padded prompts, cut after EOS)."""
+    model.to(device).eval()
+    settings = GenerationConfig(prompt_tokens=model.config.n_positions - ANSWER_TOKENS,
+                                max_new_tokens=ANSWER_TOKENS, min_new_tokens=0)
+    completions: list[str] = []
+    for start in range(0, len(problems), batch):
+        prompts = [p.prompt for p in problems[start:start + batch]]
+        sampled = generation.sample(model.generate, tokenizer, prompts, settings, device, greedy=True)
+        completions += generation.decode(tokenizer, sampled.continuation, sampled.continuation_mask)
+    model.cpu()
+    correct = [arithmetic.is_correct(c, p.answer) for c, p in zip(completions, problems)]
+
+    def share(flags: list[bool]) -> float:
+        return round(sum(flags) / max(1, len(flags)), 4)
+
+    return {"accuracy": share(correct), "problems": len(problems), "decoding": "greedy",
+            "by_operation": {op: share([ok for ok, p in zip(correct, problems) if p.op == op])
+                             for op in arithmetic.OPERATIONS},
+            "samples": [{"prompt": p.prompt, "completion": c, "answer": p.answer, "correct": ok}
+                        for p, c, ok in list(zip(problems, completions, correct))[:8]]}
+
+
+def train_tokenizer(text: list[str], vocab_size: int, max_length: int) -> PreTrainedTokenizerFast:
+    """A GPT-2-style byte-level BPE: every string encodes (no unknown tokens) and decodes back exactly.
+    ``vocab_size`` = :data:`BYTE_VOCAB` learns no merges: one token per byte."""
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     bpe.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(vocab_size=preset.vocab_size, special_tokens=[EOS, PAD], show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS, PAD], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     bpe.train_from_iterator(text, trainer)
     # transformers 5's GPT2TokenizerFast(vocab_file=..., merges_file=...) builds an empty tokenizer;
     # wrapping the trained object keeps it whole.
     return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=EOS, eos_token=EOS, unk_token=EOS,
-                                   pad_token=PAD, padding_side="left", model_max_length=preset.n_positions,
+                                   pad_token=PAD, padding_side="left", model_max_length=max_length,
                                    clean_up_tokenization_spaces=False)
 
 
@@ -224,29 +364,33 @@ def _classifier_tokenizer(tokenizer: PreTrainedTokenizerFast, preset: ModelSize)
                                    truncation_side="right", clean_up_tokenization_spaces=False)
 
 
-def _pretrain_policy(tokenizer: PreTrainedTokenizerFast, train: list[str], val: list[str], preset: ModelSize,
+def _pretrain_policy(tokenizer: PreTrainedTokenizerFast, train: list[str], val: list[str], lm: LMSize,
                      steps: int, seed: int, device: torch.device,
                      log: Callable[[str], None]) -> tuple[GPT2LMHeadModel, dict]:
-    """Causal-LM pretraining on reviews joined by EOS, cut into blocks of ``n_positions`` tokens."""
-    train_blocks = _blocks(tokenizer, train, preset.n_positions)
-    val_blocks = _blocks(tokenizer, val, preset.n_positions)[:preset.lm_eval_blocks]
+    """Causal-LM pretraining on documents (reviews, worked problems), packed into blocks of
+    ``n_positions`` tokens or one a row (``lm.packed``)."""
+    layout = _blocks if lm.packed else _rows
+    train_blocks = layout(tokenizer, train, lm.n_positions)
+    val_blocks = layout(tokenizer, val, lm.n_positions)[:lm.eval_blocks]
     if len(val_blocks) == 0:
         raise ConfigError(f"--data: the held-out {VAL_FRACTION:.0%} of the records holds fewer than "
-                          f"{preset.n_positions} tokens; allowed: more or longer records")
+                          f"{lm.n_positions} tokens; allowed: more or longer records")
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=preset.n_positions, n_embd=preset.n_embd,
-                        n_layer=preset.n_layer, n_head=preset.n_head, bos_token_id=tokenizer.eos_token_id,
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=lm.n_positions, n_embd=lm.n_embd,
+                        n_layer=lm.n_layer, n_head=lm.n_head, bos_token_id=tokenizer.eos_token_id,
                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                         # off: these budgets barely fit the data, and RL updates need it off anyway
                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     model = GPT2LMHeadModel(config).to(device)
-    initial = _lm_loss(model, val_blocks, device)
+    pad = tokenizer.pad_token_id
+    initial = _lm_loss(model, val_blocks, pad, device)
     generator = torch.Generator().manual_seed(seed)
-    batches = ({"input_ids": b, "labels": b} for b in _cycle(train_blocks, preset.lm_batch, generator))
-    log(f"policy: GPT-2 with {_params(model) / 1e6:.2f}M parameters, {len(train_blocks)} blocks of "
-        f"{preset.n_positions} tokens, {steps} steps of {preset.lm_batch}; held-out loss {initial:.3f}")
-    _fit(model, batches, steps, preset.lm_lr, device, log, "policy")
-    final = _lm_loss(model, val_blocks, device)
+    batches = (_lm_batch(b, pad) for b in _cycle(train_blocks, lm.batch, generator))
+    log(f"policy: GPT-2 with {_params(model) / 1e6:.2f}M parameters, {len(train_blocks)} "
+        f"{'blocks of' if lm.packed else 'rows of at most'} {train_blocks.shape[1]} tokens, {steps} steps of "
+        f"{lm.batch}; held-out loss {initial:.3f}")
+    _fit(model, batches, steps, lm.lr, device, log, "policy")
+    final = _lm_loss(model, val_blocks, pad, device)
     log(f"policy: held-out loss {final:.3f}, perplexity {math.exp(final):.1f}")
     return model.cpu().eval(), {"params": _params(model), "steps": steps, "train_blocks": len(train_blocks),
                                 "val_loss_init": round(initial, 4), "val_loss": round(final, 4),
@@ -325,6 +469,19 @@ def _blocks(tokenizer: PreTrainedTokenizerFast, text: list[str], length: int) ->
     return torch.tensor(stream[:rows * length], dtype=torch.long).view(rows, length)
 
 
+def _rows(tokenizer: PreTrainedTokenizerFast, text: list[str], length: int) -> torch.Tensor:
+    """One document a row, followed by EOS (so that the model learns to stop), at most ``length``
+    tokens, right-padded to the longest."""
+    encoded = [e.ids[:length - 1] + [tokenizer.eos_token_id] for e in tokenizer.backend_tokenizer.encode_batch(text)]
+    return right_pad(encoded, tokenizer.pad_token_id, torch.device("cpu"))[0]
+
+
+def _lm_batch(rows: torch.Tensor, pad_id: int) -> Batch:
+    """Causal-LM inputs of token rows: padding is neither attended to nor predicted."""
+    mask = (rows != pad_id).long()
+    return {"input_ids": rows, "attention_mask": mask, "labels": rows.masked_fill(mask == 0, -100)}
+
+
 def _cycle(rows: torch.Tensor, batch: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
     """Endless shuffled mini-batches of rows, reshuffled each epoch."""
     while True:
@@ -350,11 +507,15 @@ def _padded(sequences: list[list[int]], pad_id: int) -> Batch:
 
 
 @torch.no_grad()
-def _lm_loss(model: GPT2LMHeadModel, blocks: torch.Tensor, device: torch.device, batch: int = 16) -> float:
-    """Mean next-token cross-entropy over held-out blocks."""
+def _lm_loss(model: GPT2LMHeadModel, rows: torch.Tensor, pad_id: int, device: torch.device, batch: int = 16) -> float:
+    """Mean next-token cross-entropy over the tokens of held-out rows."""
     model.eval()
-    losses = [model(input_ids=b.to(device), labels=b.to(device)).loss.item() * len(b) for b in blocks.split(batch)]
-    return sum(losses) / len(blocks)
+    total, count = 0.0, 0
+    for part in rows.split(batch):
+        inputs = {k: v.to(device) for k, v in _lm_batch(part, pad_id).items()}
+        predicted = int((inputs["labels"][:, 1:] != -100).sum())
+        total, count = total + model(**inputs).loss.item() * predicted, count + predicted
+    return total / count
 
 
 @torch.no_grad()
@@ -372,10 +533,15 @@ def _accuracy(model: DistilBertForSequenceClassification, encoded: list[list[int
     return correct / len(encoded)
 
 
-def _preset(size: str) -> ModelSize:
-    if size not in SIZES:
-        raise ConfigError(f"--size: got {size!r}, allowed: {', '.join(SIZES)}")
-    return SIZES[size]
+def _preset(size: str, sizes: dict[str, Any]) -> Any:
+    if size not in sizes:
+        raise ConfigError(f"--size: got {size!r}, allowed: {', '.join(sizes)}")
+    return sizes[size]
+
+
+def _check_steps(steps: int | None) -> None:
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ConfigError(f"--steps: got {steps!r}, allowed: a positive integer")
 
 
 def _validated(records: list[dict]) -> tuple[list[str], list[int]]:
@@ -436,10 +602,9 @@ def _replace(build: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _with_paths(info: dict, out: Path, *, reused: bool) -> dict:
+def _with_paths(info: dict, out: Path, folders: tuple[str, ...], *, reused: bool) -> dict:
     folder = out.resolve()
-    paths = {"out": folder, "policy": folder / "policy", "classifier": folder / "classifier",
-             "tokenizer": folder / "tokenizer"}
+    paths = {"out": folder, **{name: folder / name for name in folders}}
     return {**info, "paths": {k: str(v) for k, v in paths.items()}, "reused": reused}
 
 

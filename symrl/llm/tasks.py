@@ -11,6 +11,9 @@
   "TL;DR:" kept at its end (:func:`tldr_prompts`). From the hub: every post of the ``train`` split
   trains, the first ``eval_prompts`` of the ``valid`` split, in order, evaluate (TRIL: 100).
 - ``custom``: a JSONL with ``prompt`` and optionally ``reference`` per line.
+- ``arithmetic``: generated problems, no data (:mod:`symrl.llm.arithmetic`): ``ARITHMETIC_TRAIN``
+  training problems drawn from the run's seed, and the first ``eval_prompts`` held-out problems,
+  the same for every seed; a problem's reference is its answer.
 
 Data comes from ``data`` (a local JSONL(.gz)) or, for users with internet, the task's hub dataset.
 """
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from symrl.config import ConfigError
+from symrl.llm import arithmetic
 from symrl.llm.config import HUB_DATASETS, RLHFConfig
 from symrl.llm.data import read_records, texts
 from symrl.llm.hub import OFFLINE_HINT, hub_reachable
@@ -31,6 +35,7 @@ from symrl.llm.hub import OFFLINE_HINT, hub_reachable
 # depend on the run's seed, every seed evaluates on the same prompts.
 SPLIT_SEED = 1234
 IMDB_TRAIN_FRACTION = 0.8  # TRIL tasks.py:204
+ARITHMETIC_TRAIN = 20_000  # more than a run samples: prompts seldom repeat
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,17 @@ def _large_enough(source: str, train: list[Example], held_out: list[Example],
     return train, held_out
 
 
+def _arithmetic(cfg: RLHFConfig) -> tuple[list[Example], list[Example]]:
+    if cfg.data:
+        raise ConfigError(f"data: got {cfg.data!r} with task=arithmetic, which generates its problems; allowed: "
+                          "null, or task=custom for a JSONL of prompts and reference answers")
+    train = arithmetic.problems(cfg.seed, ARITHMETIC_TRAIN, "train")
+    held_out = arithmetic.held_out_problems(cfg.eval_prompts)
+    return _large_enough(f"{ARITHMETIC_TRAIN} generated problems",
+                         [Example(p.prompt, p.reference) for p in train],
+                         [Example(p.prompt, p.reference) for p in held_out], cfg)
+
+
 def tldr_prompts(posts: list[str], tokenizer, max_tokens: int) -> list[str]:
     """TRIL's TL;DR prompts (``tasks.py:88-112``): each post cut before its first "TL;DR:", its
     first ``max_tokens`` − 5 tokens kept (room for the marker), stripped, "\nTL;DR:" appended, and
@@ -119,6 +135,8 @@ def _tldr_hub(cfg: RLHFConfig, tokenizer) -> tuple[list[Example], list[Example]]
 
 def load_examples(cfg: RLHFConfig, tokenizer) -> tuple[list[Example], list[Example]]:
     """(training examples, held-out evaluation examples)."""
+    if cfg.task == "arithmetic":
+        return _arithmetic(cfg)
     if cfg.task == "tldr" and not cfg.data:
         return _tldr_hub(cfg, tokenizer)
     records = read_records(cfg.data) if cfg.data else _hub_records(HUB_DATASETS[cfg.task])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -30,9 +30,10 @@ from symrl.llm.generation import Batch
 from symrl.llm.kl import kl_penalized_rewards, next_kl_coef
 from symrl.llm.policy import token_entropy, token_logprobs
 from symrl.llm.tasks import Example, iteration_examples, load_examples
-from symrl.losses import LossStep, loss_step, loss_weights, masked_mean, update_statistics
+from symrl.losses import LossStep, loss_step, loss_weights, masked_mean, token_weights, update_statistics
 from symrl.run import RunDirectory, load_checkpoint, non_finite, read_jsonl, read_summary, save_checkpoint
-from symrl.seeding import seeds
+from symrl.noise import noisy_rewards
+from symrl.seeding import generator, seeds
 
 
 @dataclass
@@ -45,8 +46,9 @@ class Rollout:
     values: Tensor
     advantages: Tensor
     returns: Tensor
-    scores: Tensor
+    scores: Tensor  # clean: the noise of ``noise`` reaches the advantages only
     kl: Tensor  # per-token estimate, zero on padding
+    ref_logprobs: Tensor
 
     @property
     def mask(self) -> Tensor:
@@ -83,6 +85,7 @@ class RLHFTrainer:
         self.eval_lms = load_eval_lms(cfg, self.agent.device)
         self.weights = loss_weights(cfg.loss)
         self.completed = 0  # iterations
+        self.noise_gen = generator(cfg.seed, "noise")  # reseeded every iteration
         self.kl_coef = cfg.kl_coef
         if state:
             load_optimizer_state(self.agent.actor, self.optimizer.optimizer, state["optimizer"])
@@ -104,9 +107,15 @@ class RLHFTrainer:
             reference = _widen(reference, width, self.agent.tokenizer.pad_token_id)
         logprobs, values, ref_logprobs = self.agent.score(batch)
         mask = batch.continuation_mask
-        rewards, kl = kl_penalized_rewards(scores, logprobs, ref_logprobs, mask, self.kl_coef)
-        advantages, returns = adv_ops.token_gae(rewards, values, mask, cfg.loss.gamma, cfg.loss.gae_lambda)
-        return Rollout(batch, reference, logprobs, values * mask, advantages, returns, scores, kl)
+        trained = noisy_rewards(scores, cfg.noise, cfg.noise_scale, self.noise_gen)  # training only
+        rewards, kl = kl_penalized_rewards(trained, logprobs, ref_logprobs, mask,
+                                           self.kl_coef if cfg.kl_in == "reward" else 0.0)
+        if cfg.advantage == "gae":
+            advantages, returns = adv_ops.token_gae(rewards, values, mask, cfg.loss.gamma, cfg.loss.gae_lambda)
+        else:  # critic-free: each completion's score against its prompt's group, on every token
+            advantages = adv_ops.group_advantages(trained.float(), cfg.group_size, cfg.advantage)[:, None] * mask
+            returns = torch.zeros_like(advantages)
+        return Rollout(batch, reference, logprobs, values * mask, advantages, returns, scores, kl, ref_logprobs)
 
     # ------------------------------------------------------------ the update
 
@@ -126,12 +135,12 @@ class RLHFTrainer:
                 rows = order[lo:lo + cfg.minibatch_size]
                 whitened = (whiten(rollout.advantages[rows], rollout.mask[rows], cfg.norm_adv_scope, micro,
                                    cfg.generation.max_new_tokens) if cfg.loss.norm_adv else None)
-                tokens = _token_counts(rollout, rows)
+                shares = _shares(rollout, rows, cfg)
                 for part in range(0, cfg.minibatch_size, micro):
                     with self.agent.accelerator.accumulate(self.agent.actor):
                         steps.append(self._micro_step(rollout, rows[part:part + micro],
                                                       None if whitened is None else whitened[part:part + micro],
-                                                      tokens, extra))
+                                                      shares.rows(part, part + micro), extra))
                 norm = self.agent.accelerator.clip_grad_norm_(self.agent.actor.parameters(), cfg.loss.max_grad_norm)
                 self.optimizer.step()
                 # an fp16 loss scaler skips a step whose gradient overflowed (routine, not divergence);
@@ -143,11 +152,12 @@ class RLHFTrainer:
         stats.update({key: torch.stack(values).mean() for key, values in extra.items()})
         return {key: value.item() for key, value in stats.items()}
 
-    def _micro_step(self, rollout: Rollout, rows: Tensor, whitened: Tensor | None,
-                    tokens: tuple[Tensor, Tensor | None], extra: dict[str, list[Tensor]]) -> LossStep:
-        """Loss and backward of one micro-batch. Each token-mean term is weighted by the micro-batch's
-        share of the minibatch's valid tokens, so accumulating ``grad_accum`` micro-batches gives the
-        minibatch's token mean exactly, whatever the completion lengths."""
+    def _micro_step(self, rollout: Rollout, rows: Tensor, whitened: Tensor | None, shares: Shares,
+                    extra: dict[str, list[Tensor]]) -> LossStep:
+        """Loss and backward of one micro-batch. Each term is aggregated with the minibatch's token
+        weights (``loss_aggregation``) and weighted by the micro-batch's share of them, so
+        accumulating ``grad_accum`` micro-batches gives the minibatch's loss exactly, whatever the
+        completion lengths."""
         cfg = self.cfg
         batch = rollout.batch.rows(rows)
         scored = batch if rollout.reference is None else _cat(batch, rollout.reference.rows(rows))
@@ -160,13 +170,19 @@ class RLHFTrainer:
             entropy = token_entropy(logits[:k])
         total, step = loss_step(self.weights, logprobs, rollout.logprobs[rows], rollout.advantages[rows], entropy,
                                 values[:k], rollout.returns[rows], rollout.values[rows], cfg.loss.clip_range,
-                                cfg.loss.clip_range_vf, False, mask, whitened)
-        # accelerate divides by grad_accum: undo it, the token shares already sum to one
-        loss = total * (mask.sum() / tokens[0]) * cfg.grad_accum  # grad_accum = accelerate's (checked)
+                                cfg.loss.clip_range_vf, False, shares.weights, whitened, cfg.loss.clip_range_high)
+        if cfg.kl_in == "loss":  # k3 estimate of KL(π_θ || π_ref) per token, as GRPO
+            log_ratio = rollout.ref_logprobs[rows] - logprobs
+            kl = masked_mean(torch.expm1(log_ratio) - log_ratio, shares.weights)
+            total = total + self.kl_coef * kl
+            extra.setdefault("kl_loss", []).append(kl.detach().float())
+        # accelerate divides by grad_accum: undo it, the micro-batches' shares already sum to one
+        loss = total * (shares.weights.sum() / shares.norm) * cfg.grad_accum  # = accelerate's (checked)
         if rollout.reference is not None:
             ref = rollout.reference.rows(rows)
             nll = -masked_mean(token_logprobs(logits[k:], ref.continuation), ref.continuation_mask)
-            loss = loss + cfg.target_coef * nll * (ref.continuation_mask.sum() / tokens[1]) * cfg.grad_accum
+            share = ref.continuation_mask.sum() / shares.reference_tokens
+            loss = loss + cfg.target_coef * nll * share * cfg.grad_accum
             extra.setdefault("target_nll", []).append(nll.detach().float())
         self.agent.accelerator.backward(loss)
         return step
@@ -181,8 +197,10 @@ class RLHFTrainer:
         process = accelerator.process_index
         seed = seeds(cfg.seed, "iteration", self.completed, process)[0]
         torch.manual_seed(seed)  # sampling
-        examples = iteration_examples(self.train_examples, self.completed * accelerator.num_processes + process,
-                                      cfg.rollouts, cfg.seed)
+        self.noise_gen = generator(cfg.seed, "noise", self.completed, process)
+        prompts = iteration_examples(self.train_examples, self.completed * accelerator.num_processes + process,
+                                     cfg.rollouts // cfg.group_size, cfg.seed)
+        examples = [example for example in prompts for _ in range(cfg.group_size)]  # groups: consecutive rows
         rollout = self.collect(examples)
         stats = self.update(rollout, torch.Generator().manual_seed(seed))
         scores = accelerator.gather(rollout.scores.float())
@@ -301,12 +319,22 @@ def whiten(advantages: Tensor, mask: Tensor, scope: str, micro: int, width: int)
     return torch.cat([adv_ops.normalize(part) for part in padded.split(micro)])[:, :cols]
 
 
-def _token_counts(rollout: Rollout, rows: Tensor) -> tuple[Tensor, Tensor | None]:
-    """Valid continuation tokens of a minibatch, and of its reference texts (at least 1 each)."""
-    sampled = rollout.mask[rows].sum().clamp(min=1)
-    if rollout.reference is None:
-        return sampled, None
-    return sampled, rollout.reference.continuation_mask[rows].sum().clamp(min=1)
+class Shares(NamedTuple):
+    """How a minibatch's loss is split over its micro-batches: per-token weights (rows of the
+    minibatch's), the minibatch's normalizer, and its reference texts' tokens (auxiliary NLL)."""
+
+    weights: Tensor
+    norm: Tensor
+    reference_tokens: Tensor | None
+
+    def rows(self, lo: int, hi: int) -> Shares:
+        return Shares(self.weights[lo:hi], self.norm, self.reference_tokens)
+
+
+def _shares(rollout: Rollout, rows: Tensor, cfg: RLHFConfig) -> Shares:
+    weights, norm = token_weights(rollout.mask[rows], cfg.loss_aggregation, cfg.generation.max_new_tokens)
+    reference = None if rollout.reference is None else rollout.reference.continuation_mask[rows].sum().clamp(min=1)
+    return Shares(weights, norm, reference)
 
 
 def train_rlhf(cfg: RLHFConfig, force: bool = False, progress: bool = True) -> dict[str, Any]:
