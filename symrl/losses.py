@@ -92,10 +92,16 @@ def _reverse_core(p: Tensor, base: Tensor | float, advantages: Tensor, reverse: 
     PPO (p = r, base = 1/π_old):  RCE ``−Â·Z·(1−π)/π_old``;  MAE ``(Â·(1−π) − Â·π)/π_old``,
     using (1−π)/π_old = 1/π_old − r (π = r·π_old): the same quantity with fewer tensor ops.
     """
+    scale, k = _reverse_coefficients(reverse, Z)
+    return (advantages if scale == 1.0 else scale * advantages) * (base - (p if k == 1.0 else k * p))
+
+
+def _reverse_coefficients(reverse: Reverse, Z: float) -> tuple[float, float]:
+    """``(scale, k)`` of the reverse term ``scale·Â·(base − k·p)``: RCE (−Z, 1), MAE (1, 2)."""
     if reverse == "rce":
-        return (-Z) * advantages * (base - p)
+        return -Z, 1.0
     if reverse == "mae":
-        return advantages * (base - 2.0 * p)
+        return 1.0, 2.0
     raise ValueError(f"reverse: got {reverse!r}, allowed: 'rce', 'mae'")
 
 
@@ -210,7 +216,7 @@ def symmetric_loss(
             # β·mean(f·s·Â·(1/π_old − k·r)), _reverse_core's algebra (RCE: s = −Z, k = 1; MAE: s = 1,
             # k = 2) with f = ppo_gradient_mask from the surrogates at hand. f, Â, π_old and the
             # weights are constants: folded together outside the graph, two fewer backward nodes.
-            s, k = (-weights.Z, 1.0) if weights.reverse_kind == "rce" else (1.0, 2.0)
+            s, k = _reverse_coefficients(weights.reverse_kind, weights.Z)
             with torch.no_grad():
                 constant = torch.where(unclipped <= clipped, advantages, 0.0) * (weights.reverse * s)
                 inv_old_prob = torch.exp(-old_log_prob)

@@ -31,8 +31,8 @@ from symrl.llm.kl import kl_penalized_rewards, next_kl_coef
 from symrl.llm.policy import token_entropy, token_logprobs
 from symrl.llm.tasks import Example, iteration_examples, load_examples
 from symrl.losses import LossStep, loss_step, loss_weights, masked_mean, token_weights, update_statistics
-from symrl.run import RunDirectory, load_checkpoint, non_finite, read_jsonl, read_summary, save_checkpoint
 from symrl.noise import noisy_rewards
+from symrl.run import RunDirectory, load_checkpoint, non_finite, read_jsonl, read_summary, save_checkpoint
 from symrl.seeding import generator, seeds
 
 
@@ -85,7 +85,6 @@ class RLHFTrainer:
         self.eval_lms = load_eval_lms(cfg, self.agent.device)
         self.weights = loss_weights(cfg.loss)
         self.completed = 0  # iterations
-        self.noise_gen = generator(cfg.seed, "noise")  # reseeded every iteration
         self.kl_coef = cfg.kl_coef
         if state:
             load_optimizer_state(self.agent.actor, self.optimizer.optimizer, state["optimizer"])
@@ -107,7 +106,8 @@ class RLHFTrainer:
             reference = _widen(reference, width, self.agent.tokenizer.pad_token_id)
         logprobs, values, ref_logprobs = self.agent.score(batch)
         mask = batch.continuation_mask
-        trained = noisy_rewards(scores, cfg.noise, cfg.noise_scale, self.noise_gen)  # training only
+        noise_gen = generator(cfg.seed, "noise", self.completed, self.agent.accelerator.process_index)
+        trained = noisy_rewards(scores, cfg.noise, cfg.noise_scale, noise_gen)  # training only
         rewards, kl = kl_penalized_rewards(trained, logprobs, ref_logprobs, mask,
                                            self.kl_coef if cfg.kl_in == "reward" else 0.0)
         if cfg.advantage == "gae":
@@ -197,7 +197,6 @@ class RLHFTrainer:
         process = accelerator.process_index
         seed = seeds(cfg.seed, "iteration", self.completed, process)[0]
         torch.manual_seed(seed)  # sampling
-        self.noise_gen = generator(cfg.seed, "noise", self.completed, process)
         prompts = iteration_examples(self.train_examples, self.completed * accelerator.num_processes + process,
                                      cfg.rollouts // cfg.group_size, cfg.seed)
         examples = [example for example in prompts for _ in range(cfg.group_size)]  # groups: consecutive rows
