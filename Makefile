@@ -11,7 +11,7 @@ export MKL_NUM_THREADS ?= 1
 # The offline review corpus of `make demo-rlhf` (see ../shared/data/README.md).
 RLHF_DATA ?= ../shared/data/imdb_reviews_offline.jsonl.gz
 
-.PHONY: venv test demo demo-rlhf bench clean
+.PHONY: venv test demo demo-rlhf demo-rlvr bench clean
 
 venv: $(STAMP)
 
@@ -38,6 +38,16 @@ demo-rlhf: venv
 	HF_HUB_OFFLINE=1 $(VENV)/bin/symrl sweep sweeps/rlhf-demo.yaml --workers 2
 	$(VENV)/bin/symrl report runs/imdb-offline
 	@echo "report: runs/imdb-offline/report/report.md"
+
+# Offline verifiable rewards on CPU: build the arithmetic LM once (reused when present); GRPO, its
+# symmetric variants in both forms, the ratio form's control and the log-probability form's plain
+# twin, 20% of the training rewards flipped, 2 seeds; then the report (held-out accuracy curves, IQM,
+# probability of improvement).
+demo-rlvr: venv
+	HF_HUB_OFFLINE=1 $(VENV)/bin/symrl lm prepare --task arithmetic
+	HF_HUB_OFFLINE=1 $(VENV)/bin/symrl sweep sweeps/rlvr-demo.yaml --workers 2
+	$(VENV)/bin/symrl report runs/rlvr-demo
+	@echo "report: runs/rlvr-demo/report/report.md"
 
 bench: venv
 	$(PY) bench/throughput.py

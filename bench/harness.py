@@ -2,7 +2,9 @@
 
 Shared machines are noisy, so every number that matters is a ratio against a baseline measured in
 the same run: within a repeat all contestants run back to back, the order rotates between repeats,
-and a ratio is the median of its per-repeat ratios. Each measurement builds a fresh runner with the
+and a ratio is the median of its per-repeat ratios. A group of two nearly equal contestants (SPPO
+against PPO) is ``interleaved``: both are built and warmed up, then timed one iteration each in turn
+(ABBA…), so a slow minute of a shared machine slows both alike. Each measurement builds a fresh runner with the
 same seed (same work every repeat), warms it up untimed, then times whole iterations: wall time and
 the CPU time of our process tree (``own_cores`` below the threads in use: another process took a
 core). The first build of a contestant has its settings read back from the built objects and
@@ -60,6 +62,7 @@ class Group:
     warmup: int
     timed: int
     unit: str = "steps"  # what ``run`` counts: env steps, generated tokens
+    interleave: bool = False  # time the contestants iteration by iteration in turn (``Loop`` runners only)
 
 
 @dataclass(frozen=True)
@@ -177,21 +180,56 @@ def measure_all(groups: list[Group], repeats: int) -> tuple[dict, dict]:
     for rep in range(repeats):
         for g in groups:
             k = rep % len(g.contestants)
-            for position, c in enumerate(g.contestants[k:] + g.contestants[:k]):
-                torch.set_num_threads(c.threads)
-                runner = c.build()
-                try:
-                    if hasattr(runner, "settings") and c.name not in settings[g.name]:
-                        settings[g.name][c.name] = read_back(c, runner, settings[g.name])
-                    torch.set_num_threads(c.threads)  # in case building changed it
-                    row = runner.run(g.warmup, g.timed)
-                finally:
-                    runner.close()
-                row.update(repeat=rep, position=position, threads=torch.get_num_threads())
+            order = g.contestants[k:] + g.contestants[:k]
+            rows = (_interleaved(g, order, settings[g.name]) if g.interleave else
+                    [_one(g, c, settings[g.name]) for c in order])
+            for position, (c, row) in enumerate(zip(order, rows)):
+                row.update(repeat=rep, position=position, threads=c.threads)
                 results[g.name][c.name].append(row)
                 print(f"  repeat {rep + 1}/{repeats} {g.name:<15} {c.name:<22} {row['wall_rate']:>8.0f} {g.unit}/s "
                       f"(cpu {row['cpu_rate']:.0f}, {row['wall_s']:.1f}s, {row['own_cores']:.2f} cores)", flush=True)
     return results, settings
+
+
+def _build(c: Contestant, settings: dict[str, Any]):
+    """``c``'s runner, its settings read back on its first build."""
+    torch.set_num_threads(c.threads)
+    runner = c.build()
+    if hasattr(runner, "settings") and c.name not in settings:
+        settings[c.name] = read_back(c, runner, settings)
+    torch.set_num_threads(c.threads)  # in case building changed it
+    return runner
+
+
+def _one(g: Group, c: Contestant, settings: dict[str, Any]) -> dict[str, float]:
+    runner = _build(c, settings)
+    try:
+        return runner.run(g.warmup, g.timed)
+    finally:
+        runner.close()
+
+
+def _interleaved(g: Group, order: list[Contestant], settings: dict[str, Any]) -> list[dict[str, float]]:
+    """All of ``order`` built and warmed up, then ``g.timed`` rounds of one iteration each, every
+    other round in reverse order; each contestant's row sums its own iterations."""
+    runners: list[Any] = []
+    try:
+        for c in order:
+            runners.append(_build(c, settings))
+            runners[-1].iterate(g.warmup)
+        gc.collect()
+        spent = [[0.0, 0.0, 0.0] for _ in order]  # wall, cpu, units
+        for round_ in range(g.timed):
+            for i in (range(len(order)) if round_ % 2 == 0 else reversed(range(len(order)))):
+                torch.set_num_threads(order[i].threads)
+                start = Stamp.start()
+                units = runners[i].iterate(1)
+                end = Stamp.end()
+                spent[i] = [spent[i][0] + end.wall - start.wall, spent[i][1] + end.cpu - start.cpu, spent[i][2] + units]
+        return [span(Stamp(0.0, 0.0), Stamp(wall, cpu), units) for wall, cpu, units in spent]
+    finally:
+        for runner in runners:
+            runner.close()
 
 
 def ratios(results: dict[str, dict[str, list[dict]]], specs: list[Ratio]) -> dict[str, dict[str, Any]]:

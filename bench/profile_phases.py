@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -32,9 +33,10 @@ def build(trainer: str, algo: str, plain: bool, iterations: int):
 
         return AtariSymrl(symrl_config(algo, "sync"))
     if trainer.startswith("rlhf"):
-        from bench.rlhf_throughput import DEFAULT_DATA, SymrlRLHF, model_folder
+        from bench.rlhf_throughput import DEFAULT_DATA, SymrlRLHF, model_folder, symrl_config
 
-        return SymrlRLHF(model_folder(trainer[5:], DEFAULT_DATA), DEFAULT_DATA, algo, "shared", iterations)
+        return SymrlRLHF(partial(symrl_config, model_folder(trainer[5:], DEFAULT_DATA), DEFAULT_DATA, algo=algo,
+                                 value_head="shared", iterations=iterations))
     from bench.throughput import BENCHES, SymrlPPO, symrl_config
 
     b = BENCHES[trainer]

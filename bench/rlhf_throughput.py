@@ -4,8 +4,10 @@
     python bench/rlhf_throughput.py --quick          # smoke test: tiny model, 2 iterations, well under a minute
     python bench/rlhf_throughput.py --models small --repeats 5 --iterations 8
 
-Run with OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1. TRL is optional, skipped with one line without it; its
-last release with a PPO trainer is 1.12.0 (``pip install trl==1.12.0``; ``trl.experimental.ppo``).
+Run with OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1. The TRL part needs trl==1.12.0, TRL's last release with
+a PPO trainer (``trl.experimental.ppo``), while symrl's dev extra pins trl>=1.16 (GRPO): run it in a
+separate venv with ``pip install trl==1.12.0``; with any other TRL it is skipped with one line.
+GRPO against TRL's GRPOTrainer: ``bench/grpo_throughput.py``.
 
 Timed: whole iterations (sample + reward + score + update) on the same models and prompts. symrl:
 ``RLHFTrainer.iteration()``, the step ``train`` repeats. TRL: ``PPOTrainer.train()`` over warm-up +
@@ -27,9 +29,10 @@ import sys
 import tempfile
 import warnings
 from functools import partial
+from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -41,7 +44,7 @@ import transformers  # noqa: E402
 from bench.harness import (REPO, RESULTS, Contestant, Group, Loop, Ratio, Stamp, benchmark, parse,  # noqa: E402
                            parser, span)
 from symrl.config import get_key  # noqa: E402
-from symrl.llm.config import build_rlhf_config  # noqa: E402
+from symrl.llm.config import RLHFConfig, build_rlhf_config  # noqa: E402
 from symrl.llm.tasks import load_examples  # noqa: E402
 from symrl.llm.trainer import RLHFTrainer  # noqa: E402
 from symrl.run import RunDirectory  # noqa: E402
@@ -150,21 +153,20 @@ def dropout_off(*modules: nn.Module) -> bool:
 # ---------------------------------------------------------------------------- symrl
 
 class SymrlRLHF(Loop):
-    """symrl's RLHF trainer, one ``iteration()`` at a time (its run directory in a temporary folder)."""
+    """symrl's RLHF trainer, one ``iteration()`` at a time; ``config(out)`` makes its configuration,
+    its run directory in a temporary folder."""
 
-    def __init__(self, models: Path, data: Path, algo: str, value_head: str, iterations: int):
+    def __init__(self, config: Callable[[str], RLHFConfig]):
         self.tmp = tempfile.mkdtemp(prefix="symrl-rlhf-bench-")
-        self.cfg = symrl_config(models, data, self.tmp, algo, value_head, iterations)
+        self.cfg = config(self.tmp)
         run = RunDirectory(self.cfg)
         run.prepare(force=True)
         self.trainer = RLHFTrainer(self.cfg, run)
-        # exactly this many tokens per iteration: eos is suppressed
-        self.tokens = get_key(self.cfg, "rollouts") * get_key(self.cfg, "generation.max_new_tokens")
 
     def iterate(self, n: int) -> int:
-        for _ in range(n):
-            self.trainer.iteration()
-        return n * self.tokens
+        """The generated tokens (eos included, padding not): the mean completion length × rollouts."""
+        rows = [self.trainer.iteration() for _ in range(n)]
+        return sum(round(row["response_length"] * self.cfg.rollouts) for row in rows)
 
     def settings(self) -> dict[str, Any]:
         """Read back from the built trainer, its optimizer and models, not from the overrides."""
@@ -196,7 +198,12 @@ def trl_ppo() -> tuple[Any, str | None]:
     try:
         from trl.experimental import ppo
     except ImportError:
-        return None, f"no trl with a PPO trainer (TRL removed it in 1.13.0): pip install trl=={TRL_PPO_LAST_VERSION}"
+        try:
+            found = f"trl {metadata.version('trl')} has no PPO trainer (removed in 1.13.0)"
+        except metadata.PackageNotFoundError:
+            found = "no trl"
+        return None, (f"{found}; it needs trl=={TRL_PPO_LAST_VERSION}: run it in a separate venv with "
+                      f"pip install trl=={TRL_PPO_LAST_VERSION}")
     return ppo, None
 
 
@@ -346,7 +353,8 @@ def main(argv: list[str] | None = None) -> None:
         timed = args.iterations or (2 if args.quick else ITERATIONS[size])
 
         def symrl(algo: str, value_head: str = "shared", folder=folder, timed=timed):
-            return lambda: SymrlRLHF(folder, args.data, algo, value_head, 1 + timed)
+            return lambda: SymrlRLHF(partial(symrl_config, folder, args.data, algo=algo, value_head=value_head,
+                                             iterations=1 + timed))
 
         groups.append(Group(size, [
             Contestant("symrl_ppo", "symrl PPO, value head on the policy", symrl("ppo")),

@@ -13,6 +13,9 @@ flat buffer): symrl / plain is what those devices buy. SB3: ``PPO.learn(k · rol
 reset_num_timesteps=False)``, its env reset at build. env: random actions through the bare
 Gymnasium vector env, the floor no training loop can beat ("env %" for symrl and SB3 alike).
 
+SPPO against PPO: a group of its own, interleaved (the harness alternates single iterations of the
+two), twice the timed rollouts; with bins, both discretized.
+
 Settings: one table per environment makes symrl's configuration, and SB3's arguments are taken from
 it; both built agents are read back and compared key by key (symrl's variants with symrl PPO).
 """
@@ -271,22 +274,29 @@ def random_actions(cfg: TrainConfig) -> RandomActions:
                          else rng.uniform(space.low, space.high, shape).astype(space.dtype))
 
 
-def group(b: Bench) -> Group:
+def groups(b: Bench) -> list[Group]:
+    """The environment's group (symrl PPO against SB3, plain symrl and the raw env; with bins the
+    cost of discretizing) and SPPO against its PPO twin, interleaved: the two differ by a few
+    percent, less than a shared machine drifts between back-to-back measurements."""
     def symrl(name: str, description: str, algo="ppo", bins=0, plain=False, **kw) -> Contestant:
         return Contestant(name, description, lambda: SymrlPPO(symrl_config(b, algo, bins), plain),
                           floor="env_gym_sync", **kw)
 
-    k, sppo = b.sppo_bins, f"symrl SPPO {SPPO}"
-    return Group(b.env, [
+    k = b.sppo_bins
+    binned = (symrl(f"symrl_ppo_d{k}", f"symrl PPO, {k} bins/dim", bins=k, equals="symrl_ppo",
+                    except_keys=("action_dist", "log_std_init", "pi")) if k else None)
+    main = Group(b.env, [
         Contestant("sb3_ppo", "SB3 PPO", lambda: sb3_ppo(symrl_config(b)), floor="env_gym_sync"),
         symrl("symrl_ppo", "symrl PPO", equals="sb3_ppo"),
         symrl("plain_symrl_ppo", "symrl PPO: torch acting, Adam, clip_grad_norm_", plain=True, equals="symrl_ppo"),
-        *([symrl(f"symrl_ppo_d{k}", f"symrl PPO, {k} bins/dim", bins=k, equals="symrl_ppo",
-                 except_keys=("action_dist", "log_std_init", "pi")),
-           symrl(f"symrl_sppo_d{k}", f"{sppo}, {k} bins/dim", "sppo", k, equals=f"symrl_ppo_d{k}")] if k else
-          [symrl("symrl_sppo", sppo, "sppo", equals="symrl_ppo")]),
+        *([binned] if binned else []),
         Contestant("env_gym_sync", "random actions, Gymnasium SyncVectorEnv", lambda: random_actions(symrl_config(b))),
     ], b.warmup_rollouts, b.timed_rollouts)
+    ppo = replace(binned, equals=None) if binned else symrl("symrl_ppo", "symrl PPO")
+    sppo = symrl(ppo.name.replace("ppo", "sppo"), f"symrl SPPO {SPPO}{f', {k} bins/dim' if k else ''}", "sppo", k,
+                 equals=ppo.name)
+    pair = Group(f"{b.env} SPPO|PPO", [ppo, sppo], b.warmup_rollouts, 2 * b.timed_rollouts, interleave=True)
+    return [main, pair]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -302,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     override = {**({"timed_rollouts": 1} if args.quick else {}),  # still after a warm-up: first calls are slow
                 **({"timed_rollouts": args.rollouts} if args.rollouts else {})}
     benches = [replace(BENCHES[e], **override) for e in envs]
-    benchmark("throughput", __doc__, args, [group(b) for b in benches], RATIOS,
+    benchmark("throughput", __doc__, args, [g for b in benches for g in groups(b)], RATIOS,
               {"common": COMMON, "benches": {b.env: asdict(b) for b in benches}})
 
 

@@ -149,7 +149,13 @@ def _run(cfg, train, force: bool) -> int:
 def _explain(args) -> int:
     from symrl.losses import effective_pg_multiplier
 
-    cfg = build_config(args.preset, parse_overrides(args.overrides))
+    overrides = parse_overrides(args.overrides)
+    if args.preset in preset_names("rlhf"):  # a language-model preset: the same loss block
+        from symrl.llm.config import build_rlhf_config
+
+        cfg = build_rlhf_config(args.preset, overrides)
+    else:
+        cfg = build_config(args.preset, overrides)
     loss = cfg.loss
     m = effective_pg_multiplier(loss.algo, loss.alpha, loss.beta, loss.Z, loss.reverse_kind)
     print(f"algo={loss.algo} alpha={loss.alpha:g} beta={loss.beta:g} Z={loss.Z:g} reverse_kind={loss.reverse_kind}")

@@ -127,8 +127,37 @@ def ppo_reverse_loss(
 ) -> Tensor:
     """Reverse term of SPPO: ``−mean(f·Â·Z·(1−π)/π_old)`` (RCE), divided by π_old and masked by f
     exactly as the released code; π = r·π_old is implied by the ratio."""
-    f = ppo_gradient_mask(ratio, advantages, clip_range)
-    return masked_mean(f * _reverse_core(ratio, 1.0 / old_prob, advantages, reverse, Z), mask)
+    return masked_mean(_ppo_reverse_elements(ratio, 1.0 / old_prob, advantages, clip_range, None, reverse, Z), mask)
+
+
+def _ppo_reverse_elements(ratio: Tensor, inv_old_prob: Tensor, advantages: Tensor, clip_range: float,
+                          clip_range_high: float | None, reverse: Reverse, Z: float) -> Tensor:
+    """SPPO's reverse term per element, f·s·Â·(1/π_old − k·r), f where PPO's objective clipped to
+    [1−ε, 1+ε_high] has a gradient; where(), not f·x: a non-finite 1/π_old where f = 0 stays out."""
+    unclipped, clipped = _ppo_surrogates(ratio, advantages, clip_range, clip_range_high)
+    return torch.where(unclipped <= clipped, _reverse_core(ratio, inv_old_prob, advantages, reverse, Z), 0.0)
+
+
+def reverse_per_element(
+    log_prob: Tensor,
+    advantages: Tensor,
+    reverse: Reverse = "rce",
+    Z: float = -1.0,
+    old_log_prob: Tensor | None = None,
+    clip_range: float = 0.2,
+    clip_range_high: float | None = None,
+) -> Tensor:
+    """The reverse term of each element, not reduced: for a caller that reduces elements its own way
+    (the TRL plug-in, symrl.llm.trl_grpo, reduces them as TRL's ``loss_type`` does).
+
+    Without ``old_log_prob``, SA2C's form ``−Â·Z·(1−π)`` (gradient |Z|·π·∇(−Â·log π)); with it,
+    SPPO's ``f·(−Â·Z·(1−π))/π_old``, f the gradient mask of PPO's objective clipped to
+    [1−ε, 1+ε_high] (gradient |Z|·∇L_PPO). MAE: 2 in place of |Z|.
+    """
+    if old_log_prob is None:
+        return _reverse_core(torch.exp(log_prob), 1.0, advantages, reverse, Z)
+    return _ppo_reverse_elements(torch.exp(log_prob - old_log_prob), torch.exp(-old_log_prob), advantages, clip_range,
+                                 clip_range_high, reverse, Z)
 
 
 def value_loss(
@@ -213,14 +242,8 @@ def symmetric_loss(
         unclipped, clipped = _ppo_surrogates(ratio, advantages, clip_range, clip_range_high)
         policy = -masked_mean(torch.minimum(unclipped, clipped), mask)
         if weights.reverse != 0.0:
-            # β·mean(f·s·Â·(1/π_old − k·r)), _reverse_core's algebra (RCE: s = −Z, k = 1; MAE: s = 1,
-            # k = 2) with f = ppo_gradient_mask from the surrogates at hand. f, Â, π_old and the
-            # weights are constants: folded together outside the graph, two fewer backward nodes.
-            s, k = _reverse_coefficients(weights.reverse_kind, weights.Z)
-            with torch.no_grad():
-                constant = torch.where(unclipped <= clipped, advantages, 0.0) * (weights.reverse * s)
-                inv_old_prob = torch.exp(-old_log_prob)
-            weighted_reverse = masked_mean(constant * (inv_old_prob - (ratio if k == 1.0 else k * ratio)), mask)
+            weighted_reverse = _weighted_ppo_reverse(weights, ratio, old_log_prob, advantages,
+                                                     unclipped <= clipped, mask)
             reverse = weighted_reverse.detach() / weights.reverse
     elif kind == "a2c":
         policy = a2c_policy_loss(log_prob, advantages, mask)
@@ -230,16 +253,48 @@ def symmetric_loss(
     else:
         raise ValueError(f"policy_loss: got {kind!r}, allowed: 'a2c', 'ppo'")
 
-    total = policy if weights.pg == 1.0 else weights.pg * policy
+    # torch.add(..., alpha=w) is one kernel; w * tensor with a Python float adds a dtype conversion
     if weights.reverse != 0.0:
-        total = total + weighted_reverse
+        total = weighted_reverse.add(policy, alpha=weights.pg)
+    else:
+        total = policy if weights.pg == 1.0 else weights.pg * policy
     value = value_loss(values, returns, old_values, clip_range_vf, mask)
     ent = entropy_bonus(entropy, mask)
-    total = total + weights.vf * value
+    total = total.add(value, alpha=weights.vf)
     if weights.ent != 0.0:
-        total = total - weights.ent * ent
+        total = total.sub(ent, alpha=weights.ent)
     terms = LossTerms(total, policy.detach(), reverse.detach(), value.detach(), ent.detach())
     return terms, ratio
+
+
+def _weighted_ppo_reverse(weights: LossWeights, ratio: Tensor, old_log_prob: Tensor, advantages: Tensor,
+                          gate: Tensor, mask: Tensor | None) -> Tensor:
+    """β·``ppo_reverse_loss``, the value the released code computes, in the form SPPO's hot loop can
+    afford: β·mean(f·s·Â·(1/π_old − k·r)) = c − k·(w·r) with per-element weights w = β·s·f·Â/N
+    (masked_mean's weights where there is a mask) and c = w·(1/π_old), both constants: two dot
+    products and a subtraction, where the elementwise form costs twice the kernels."""
+    s, k = _reverse_coefficients(weights.reverse_kind, weights.Z)
+    if advantages.shape != ratio.shape:  # one advantage per sequence, broadcast over its tokens
+        advantages = advantages.expand_as(ratio)
+    # 1-d views (flatten() of a 1-d tensor is the tensor itself): tokens (rows × length) and samples alike
+    ratio, old_log_prob, advantages, gate = ratio.flatten(), old_log_prob.flatten(), advantages.flatten(), gate.flatten()
+    # dot() does not promote as elementwise ops do (bf16 log-probs, float32 advantages under autocast)
+    dtype = torch.promote_types(torch.promote_types(ratio.dtype, old_log_prob.dtype), advantages.dtype)
+    with torch.no_grad():
+        if mask is None:
+            w = torch.where(gate, advantages, 0.0).to(dtype).mul_(weights.reverse * s / ratio.numel())
+            inv_old_prob = torch.exp(-old_log_prob)
+        else:  # padding kept out as masked_mean keeps it: no inf·0 = NaN
+            m = mask.flatten().to(dtype)
+            gate = gate & mask.flatten().bool()
+            w = torch.where(gate, advantages * m, 0.0).to(dtype).mul_(weights.reverse * s)
+            inv_old_prob = torch.where(gate, torch.exp(-old_log_prob), 0.0)
+            # masked_mean's denominator, applied after the sums (a tiny one must not overflow the weights)
+            count = m.sum().clamp_min(1 if mask.dtype == torch.bool else torch.finfo(dtype).tiny)
+        constant = torch.dot(w, inv_old_prob.to(dtype))
+    kept_ratio = ratio if mask is None else torch.where(gate, ratio, 0.0)
+    weighted = constant.sub(torch.dot(w, kept_ratio.to(dtype)), alpha=k)
+    return weighted if mask is None else weighted / count
 
 
 @dataclass(frozen=True)

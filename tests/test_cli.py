@@ -63,6 +63,8 @@ def test_explain_reports_the_effective_multiplier(capsys):
     assert "π(a|s)" in capsys.readouterr().out
     assert main(["explain", "algo=sppo", "alpha=0.5", "beta=1", "reverse_kind=mae"]) == 0
     assert "= 2.5" in capsys.readouterr().out
+    assert main(["explain", "--preset", "arithmetic-grpo-sa2c"]) == 0  # a language-model preset
+    assert "0.5 + 0.4·π(a|s)  (between 0.5 and 0.9)" in capsys.readouterr().out
 
 
 def test_presets_are_listed_with_sources(capsys):

@@ -173,3 +173,14 @@ def test_rlhf_on_arithmetic_with_the_verifier(tiny_arithmetic, tmp_path):
     evaluation = read_jsonl(run_dir(cfg) / "eval.jsonl")[-1]
     assert summary["finished"] and 0.0 <= evaluation["mean_return"] <= 1.0
     assert all(s["prompt"].startswith("Q: ") and s["reward"] in (0.0, 1.0) for s in evaluation["samples"])
+
+
+def test_the_careless_teacher_writes_the_given_share_of_near_misses():
+    train = arithmetic.problems(0, 4000, "train")
+    texts = arithmetic.worked_texts(train, 0.4, seed=0)
+    assert texts == arithmetic.worked_texts(train, 0.4, seed=0), "seeded"
+    slips = [parse_answer(t.split("A:")[1]) - p.answer for t, p in zip(texts, train)]
+    assert abs(sum(s != 0 for s in slips) / len(slips) - 0.4) < 0.03
+    assert set(slips) == {0, *arithmetic.SLIPS}
+    assert all(t.startswith(p.prompt) for t, p in zip(texts, train))
+    assert arithmetic.worked_texts(train, 0.0, seed=0) == [p.text for p in train]

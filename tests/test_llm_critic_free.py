@@ -171,3 +171,25 @@ def test_the_logprob_form_trains_critic_free(lm_setup, tmp_path):
     assert len(rows) == 2 and all(r["reverse_loss"] != 0 for r in rows)
     folder = run_dir(cfg) / "checkpoints" / load_checkpoint(run_dir(cfg))["folder"]
     assert not (folder / "value_head.safetensors").exists()
+
+
+def test_with_the_kl_off_the_reference_is_not_run_in_training_but_evaluation_reports_the_kl(lm_setup, tmp_path,
+                                                                                              monkeypatch):
+    """kl_in=off: nothing in training needs the reference, so it is not run (TRL's GRPO skips it too);
+    the training row has no KL, evaluation still measures it; kl_in=loss runs it."""
+    off = rlhf_trainer(rlhf_cfg(lm_setup, tmp_path, experiment="off", advantage="grpo", group_size=4, eval_prompts=4))
+    calls = {"n": 0}
+    reference_logprobs = type(off.agent.reference).logprobs
+
+    def counted(self, *args, **kwargs):
+        calls["n"] += 1
+        return reference_logprobs(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(off.agent.reference), "logprobs", counted)
+    row = off.iteration()
+    assert calls["n"] == 0 and row["kl"] is None and row["reward_mean"] >= 0
+    assert off.evaluate()["kl"] is not None and calls["n"] > 0
+    calls["n"] = 0
+    in_loss = rlhf_trainer(rlhf_cfg(lm_setup, tmp_path, experiment="loss", advantage="grpo", group_size=4,
+                                    kl_in="loss"))
+    assert in_loss.iteration()["kl"] is not None and calls["n"] > 0

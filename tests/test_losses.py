@@ -471,6 +471,39 @@ def test_reverse_terms_equal_the_papers_literal_formulas(reverse):
     torch.testing.assert_close(terms.reverse, literal_ppo)
 
 
+@pytest.mark.parametrize("reverse", ["rce", "mae"])
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "token weights"])
+def test_symmetric_loss_reverse_term_is_the_reference_formula_and_padding_never_leaks(reverse, mask_kind):
+    """symmetric_loss computes β·L_rev as two dot products (its hot-loop form); value and gradient
+    must equal β·ppo_reverse_loss with a mask of either kind, padding must get no gradient, and an
+    infinite old log-prob on padding must not reach the value."""
+    gen = torch.Generator().manual_seed(5)
+    lp0 = torch.log(torch.rand(4, 6, generator=gen, dtype=DT) * 0.9 + 0.05)
+    old_lp = torch.log(torch.rand(4, 6, generator=gen, dtype=DT) * 0.9 + 0.05)
+    adv = torch.randn(4, 6, generator=gen, dtype=DT)
+    valid = torch.rand(4, 6, generator=gen) > 0.3
+    mask = {"none": None, "bool": valid, "token weights": valid * torch.rand(4, 6, generator=gen, dtype=DT)}[mask_kind]
+    beta, Z, eps = 0.7, -1.7, 0.2
+    weights = LossWeights(pg=0.0, reverse=beta, vf=0.0, ent=0.0, reverse_kind=reverse, Z=Z)
+    zeros = torch.zeros_like(adv)
+
+    def loss(old: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        lp = lp0.clone().requires_grad_()
+        terms, _ = symmetric_loss(weights, lp, old, adv, zeros, zeros, zeros, clip_range=eps, mask=mask)
+        return terms.total, terms.reverse, lp
+
+    total, term, lp = loss(old_lp)
+    grad = _grad(total, lp)
+    lp_ref = lp0.clone().requires_grad_()
+    reference = ppo_reverse_loss(torch.exp(lp_ref - old_lp), old_lp.exp(), adv, eps, reverse, Z, mask)
+    torch.testing.assert_close(term, reference.detach())
+    torch.testing.assert_close(grad, _grad(beta * reference, lp_ref))
+    if mask is not None:
+        assert torch.count_nonzero(grad[~valid]) == 0
+        total, term, _ = loss(torch.where(valid, old_lp, torch.tensor(-float("inf"), dtype=DT)))
+        torch.testing.assert_close(term, reference.detach())
+        assert torch.isfinite(total)
+
 def test_sppo_on_17_dim_discretized_actions_is_exact_in_float32_where_upstream_is_noise():
     """UPSTREAM.md point 10: with 17 dimensions × 11 bins (Humanoid, HumanoidStandup) π_old ≈ 11⁻¹⁷.
     The released code writes 1 − π as prod_d(Σ_k softmax) − π, whose float32 rounding (analytically
@@ -498,3 +531,38 @@ def test_sppo_on_17_dim_discretized_actions_is_exact_in_float32_where_upstream_i
 
     noisy = _grad(released(logits), logits)
     assert noisy.norm() > 100 * reference.norm()
+
+
+def test_symmetric_loss_reverse_term_mixes_dtypes_as_elementwise_ops_do():
+    """bf16 log-probs and advantages beside float32 old log-probs (as under bf16 autocast): the
+    reverse term's dot products must promote as the elementwise reference does, not fail."""
+    gen = torch.Generator().manual_seed(2)
+    lp = torch.log(torch.rand(4, 6, generator=gen) * 0.9 + 0.05).to(torch.bfloat16).requires_grad_()
+    old_lp = torch.log(torch.rand(4, 6, generator=gen) * 0.9 + 0.05)
+    adv = torch.randn(4, 6, generator=gen).to(torch.bfloat16)
+    mask = torch.rand(4, 6, generator=gen) > 0.3
+    zeros = torch.zeros(4, 6)
+    terms, _ = symmetric_loss(LossWeights(0.5, 0.4, 0.0, 0.0), lp, old_lp, adv, zeros, zeros, zeros, mask=mask)
+    reference = ppo_reverse_loss(torch.exp(lp.detach() - old_lp), old_lp.exp(), adv, EPS, "rce", -1.0, mask)
+    torch.testing.assert_close(terms.reverse.float(), reference.float(), rtol=2e-2, atol=1e-3)
+    terms.total.backward()
+    assert torch.isfinite(lp.grad).all()
+
+
+def test_symmetric_loss_reverse_term_broadcasts_sequence_advantages_and_survives_an_all_padding_batch():
+    """One advantage per sequence (B, 1) against (B, T) tokens, as the elementwise reference
+    broadcasts it; a micro-batch of padding only gives a zero term, not NaN, for any β|Z|."""
+    gen = torch.Generator().manual_seed(9)
+    lp = torch.log(torch.rand(3, 5, generator=gen, dtype=DT) * 0.9 + 0.05).requires_grad_()
+    old_lp = torch.log(torch.rand(3, 5, generator=gen, dtype=DT) * 0.9 + 0.05)
+    adv = torch.randn(3, 1, generator=gen, dtype=DT)
+    mask = torch.rand(3, 5, generator=gen) > 0.3
+    zeros = torch.zeros(3, 5, dtype=DT)
+    for m in (None, mask):
+        terms, _ = symmetric_loss(LossWeights(0.0, 0.7, 0.0, 0.0), lp, old_lp, adv, zeros, zeros, zeros, mask=m)
+        reference = ppo_reverse_loss(torch.exp(lp.detach() - old_lp), old_lp.exp(), adv, EPS, "rce", -1.0, m)
+        torch.testing.assert_close(terms.reverse, reference)
+    for empty in (torch.zeros(3, 5, dtype=torch.bool), torch.zeros(3, 5)):
+        terms, _ = symmetric_loss(LossWeights(0.5, 1.0, 0.0, 0.0, "rce", -5.0), lp.float(), old_lp.float(),
+                                  adv.float(), zeros.float(), zeros.float(), zeros.float(), mask=empty)
+        assert terms.total.item() == 0.0 and terms.reverse.item() == 0.0

@@ -246,7 +246,7 @@ def test_backend_ray_runs_the_sweep(tmp_path):
     assert all((tmp_path / "default" / "CartPole-v1" / "ppo" / f"seed{s}" / "summary.json").exists() for s in (0, 1))
 
 
-SHIPPED = sorted(p for p in (ROOT / "sweeps").glob("*.yaml") if not p.stem.startswith("rlhf"))
+SHIPPED = sorted(p for p in (ROOT / "sweeps").glob("*.yaml") if load_spec(p).get("command", "train") == "train")
 # the released budgets: PPO/SPPO longer on two envs (Symmetric_RL hyperparams/ppo.yml:42-54,
 # sppo.yml:39-45), A2C/SA2C 2M everywhere (a2c.yml, ra2c.yml)
 MUJOCO_STEPS = {("ppo", "Walker2d-v4"): 5_000_000, ("ppo", "HumanoidStandup-v4"): 10_000_000}
@@ -272,6 +272,22 @@ def test_rlhf_demo_spec_expands_to_three_methods_by_three_seeds(monkeypatch):
     assert sorted((run.cfg.loss.algo, run.cfg.seed) for run in runs) == [
         (algo, seed) for algo in ("ppo", "scaled_ppo", "sppo") for seed in (0, 1, 2)]
     assert {run.cfg.task for run in runs} == {"imdb"} and {run.cfg.experiment for run in runs} == {"imdb-offline"}
+
+
+@pytest.mark.parametrize("name, count", [("rlvr-noise", 90), ("rlvr-demo", 10)])
+def test_rlvr_specs_expand_to_every_loss_with_its_control_and_twin(name, count):
+    """GRPO's five losses (the ratio form with its control, the logprob form with its plain twin),
+    each experiment one advantage at one flip probability, on the offline arithmetic task."""
+    runs = load_sweep(ROOT / "sweeps" / f"{name}.yaml")
+    assert len(runs) == count and {run.cfg.task for run in runs} == {"arithmetic"}
+    assert {run.cfg.loss.algo for run in runs} == {"ppo", "sppo", "scaled_ppo", "a2c", "sa2c"}
+    assert {run.cfg.noise for run in runs} == {"reward_flip"}
+    by_experiment: dict[str, set] = {}
+    for run in runs:
+        by_experiment.setdefault(run.cfg.experiment, set()).add((run.cfg.advantage, run.cfg.noise_scale))
+    assert all(len(settings) == 1 for settings in by_experiment.values()), by_experiment
+    assert all(run.cfg.loss.n_epochs == 1 and run.cfg.minibatch_size == run.cfg.rollouts
+               for run in runs if run.cfg.loss.algo in ("a2c", "sa2c")), "the logprob form: one on-policy step"
 
 
 def _presets_of(spec: dict) -> set[str]:

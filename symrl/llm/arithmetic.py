@@ -3,8 +3,9 @@
 A problem is ``a op b`` with ``op`` one of ``+``, ``-``, ``*`` (:data:`OPERATIONS` gives each
 operand's most digits; an operand's digit count is drawn uniformly, then its value among the numbers
 of that many digits, so one-digit sums sit beside two-digit differences and a small LM is right on
-some and wrong on others). The prompt is ``"Q: 37 + 85 = ?\\nA:"`` and the reference, the answer as
-the prompt's continuation, ``" 122"``; a difference may be negative (``" -48"``).
+some and wrong on others). The prompt is ``"Q: 37 + 8 = ?\\nA:"`` and the reference, the answer as
+the prompt's continuation, ``" 45"``; a difference may be negative (``" -4"``). There are about 2,100
+problems, one tenth of them held out: runs draw with repeats.
 
 Which problems are held out is fixed, not drawn: a problem is held out when a hash of it falls in
 one tenth (:func:`is_held_out`). Training problems of any seed, those ``symrl lm prepare --task
@@ -40,8 +41,9 @@ import numpy as np
 from symrl.config import ConfigError
 
 # the most digits of each operand: within reach of the small model `symrl lm prepare` trains in
-# minutes on a CPU (with three-digit sums and differences it stayed near 10%)
-OPERATIONS: dict[str, tuple[int, int]] = {"+": (2, 2), "-": (2, 2), "*": (2, 1)}
+# minutes on a CPU (greedy held-out accuracy: two-digit sums and differences and two-by-one-digit
+# products 0.32; these 0.56, with the answer noise of the default preparation)
+OPERATIONS: dict[str, tuple[int, int]] = {"+": (2, 1), "-": (2, 1), "*": (1, 1)}
 SPLITS = ("train", "held_out")
 HELD_OUT_BUCKETS = 10  # one problem in ten is held out
 HELD_OUT_SEED = 1234  # the held-out problems do not depend on the run's seed
@@ -77,6 +79,24 @@ class Problem:
     def text(self) -> str:
         """The worked problem, as pretraining reads it."""
         return self.prompt + self.reference
+
+    def slipped_text(self, slip: int) -> str:
+        """The worked problem with a near miss, the answer off by ``slip``, as a careless teacher writes it."""
+        return f"{self.prompt} {self.answer + slip}"
+
+
+SLIPS = (-10, -1, 1, 10)  # a careless teacher's near misses: the units or the tens digit off by one
+
+
+def worked_texts(problems: list[Problem], answer_noise: float, seed: int) -> list[str]:
+    """Pretraining texts: each problem with its answer, or with probability ``answer_noise`` with a
+    near miss (one of :data:`SLIPS`, drawn from ``seed``). A model trained on them keeps that share
+    of its probability on near misses; reinforcement with the exact checker can take it away, and it
+    is what training-reward noise then corrupts (docs/rlvr.md)."""
+    rng = np.random.default_rng([seed, 7])
+    slipped = rng.random(len(problems)) < answer_noise
+    slips = rng.choice(SLIPS, size=len(problems))
+    return [p.slipped_text(int(slip)) if wrong else p.text for p, wrong, slip in zip(problems, slipped, slips)]
 
 
 def is_held_out(problem: Problem) -> bool:

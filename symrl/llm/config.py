@@ -16,7 +16,7 @@ from symrl.paths import looked_for, resolve_path
 ALGOS = ("ppo", "sppo", "scaled_ppo", "a2c", "sa2c")  # a2c, sa2c: the logprob (REINFORCE) form
 CHOICES: dict[str, tuple[str, ...]] = {
     "algo": ALGOS,
-    "task": ("imdb", "tldr", "custom", "arithmetic"),
+    "task": ("imdb", "tldr", "custom", "arithmetic", "gsm8k"),
     "reverse_kind": ("rce", "mae"),
     "kl_controller": ("fixed", "adaptive"),
     "device": ("auto", "cpu", "cuda"),
@@ -36,7 +36,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 SYMMETRIC_DEFAULTS = {"ppo": (1.0, 0.0), "sppo": (0.5, 0.4), "scaled_ppo": (0.5, 0.4), "a2c": (1.0, 0.0),
                       "sa2c": (0.5, 0.4)}
 # Where each task's data comes from when `data` is not given (users with internet).
-HUB_DATASETS = {"imdb": "stanfordnlp/imdb", "tldr": "CarperAI/openai_summarize_tldr"}
+HUB_DATASETS = {"imdb": "stanfordnlp/imdb", "tldr": "CarperAI/openai_summarize_tldr", "gsm8k": "openai/gsm8k"}
 
 
 @dataclass
@@ -99,8 +99,9 @@ def _rlhf_loss() -> LossConfig:
 class RLHFConfig:
     """One RLHF run; ``None`` means "the algorithm's default" (see ``resolve_rlhf``)."""
 
-    task: str = setting("imdb", "imdb, tldr, arithmetic (offline verifiable problems), or custom (a JSONL of "
-                                "prompts in `data`)")
+    task: str = setting("imdb", "imdb, tldr, arithmetic (offline verifiable problems), gsm8k (grade-school math "
+                                "word problems: the hub's openai/gsm8k, or a JSONL of question/answer lines in "
+                                "`data`), or custom (a JSONL of prompts in `data`)")
     data: str | None = setting(None, "a local JSONL(.gz); null: the task's hub dataset")
     seed: int = setting(0, "seeds the value head, sampling, minibatches and the imdb split")
     iterations: int = setting(60, "rollout + update iterations")

@@ -25,6 +25,9 @@ from symrl.run import read_config_and_checkpoint
 from symrl.seeding import seeds
 
 EvalLMs = dict[str, tuple[torch.nn.Module, Any]]  # name → (LM, its tokenizer)
+# tasks whose reward is a verifier: the held-out reward is the accuracy, and the sentiment judge and the
+# policy's perplexity on the answers would measure nothing
+VERIFIABLE_TASKS = ("arithmetic", "gsm8k")
 
 
 def load_eval_lms(cfg: RLHFConfig, device: torch.device) -> EvalLMs:
@@ -61,13 +64,14 @@ def evaluate(agent: Agent, examples: list[Example], eval_lms: EvalLMs, iteration
         masks.append(mask.sum().item())
     scores_t = torch.cat(scores)
     prompts = [e.prompt for e in examples]
+    verifiable = cfg.task in VERIFIABLE_TASKS
     row: dict[str, Any] = {
         "mean_return": scores_t.mean().item(), "reward_std": scores_t.std().item() if len(scores_t) > 1 else 0.0,
-        "judge_vader": sum(metrics.vader_judge(completions)) / len(completions),
+        **({} if verifiable else {"judge_vader": sum(metrics.vader_judge(completions)) / len(completions)}),
         "kl": sum(kls) / len(kls), "ppl_reference": math.exp(-sum(ref_lps) / max(1, sum(masks))),
         "distinct_1": metrics.distinct_n(completions, 1), "distinct_2": metrics.distinct_n(completions, 2)}
     references = [e.reference for e in examples]
-    if all(r is not None for r in references):
+    if all(r is not None for r in references) and not verifiable:
         row["ppl_policy_on_references"] = policy_perplexity(agent, references)
     for name, (lm, tokenizer) in eval_lms.items():
         row[f"ppl:{name}"] = (
@@ -108,7 +112,8 @@ def _joined_perplexity(agent: Agent, logprobs: metrics.LogProbs, lm: torch.nn.Mo
 
 
 def print_eval(row: dict[str, Any]) -> None:
-    print(f"eval @ {row['step']}: reward {row['mean_return']:.3f}  vader {row['judge_vader']:.3f}  "
+    vader = f"  vader {row['judge_vader']:.3f}" if "judge_vader" in row else ""
+    print(f"eval @ {row['step']}: reward {row['mean_return']:.3f}{vader}  "
           f"kl {row['kl']:.3f}  ppl_ref {row['ppl_reference']:.1f}  distinct-2 {row['distinct_2']:.3f}",
           file=sys.stderr)
     for sample in row.get("samples", [])[:2]:

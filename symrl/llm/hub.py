@@ -15,7 +15,8 @@ from symrl.paths import looked_for, resolve_path
 
 HUB_HOST = "huggingface.co"
 OFFLINE_HINT = ("use an offline preset (e.g. --preset imdb-offline-sppo, see `symrl presets`) after "
-                "`symrl lm prepare` builds its models")
+                "`symrl lm prepare` builds its models; for verifiable rewards, --preset arithmetic-grpo (offline "
+                "verifiable task) after `symrl lm prepare --task arithmetic`")
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:

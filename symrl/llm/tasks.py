@@ -14,6 +14,11 @@
 - ``arithmetic``: generated problems, no data (:mod:`symrl.llm.arithmetic`): ``ARITHMETIC_TRAIN``
   training problems drawn from the run's seed, and the first ``eval_prompts`` held-out problems,
   the same for every seed; a problem's reference is its answer.
+- ``gsm8k``: grade-school math word problems, ``question`` / ``answer`` records (:mod:`symrl.llm.gsm8k`
+  builds each prompt, through the tokenizer's chat template when it has one, and takes the
+  reference, the final answer, from ``answer``). From the hub (``openai/gsm8k``, config ``main``):
+  all of ``train`` to train on, the first ``eval_prompts`` problems of ``test``, in order, held out;
+  a local JSONL is split as custom data is.
 
 Data comes from ``data`` (a local JSONL(.gz)) or, for users with internet, the task's hub dataset.
 """
@@ -26,16 +31,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from symrl.config import ConfigError
-from symrl.llm import arithmetic
+from symrl.llm import arithmetic, gsm8k
 from symrl.llm.config import HUB_DATASETS, RLHFConfig
 from symrl.llm.data import read_records, texts
 from symrl.llm.hub import OFFLINE_HINT, hub_reachable
 
-# custom data, and tldr from a local file (the hub's tldr has its own valid split): the split does not
-# depend on the run's seed, every seed evaluates on the same prompts.
+# custom data, and tldr and gsm8k from a local file (the hub's have their own held-out splits): the split
+# does not depend on the run's seed, every seed evaluates on the same prompts.
 SPLIT_SEED = 1234
 IMDB_TRAIN_FRACTION = 0.8  # TRIL tasks.py:204
-ARITHMETIC_TRAIN = 20_000  # more than a run samples: prompts seldom repeat
+ARITHMETIC_TRAIN = 20_000  # draws over the ~1,900 training problems, in a seeded order
+GSM8K_CONFIG = "main"  # openai/gsm8k's configs: main (worked solutions) and socratic (sub-questions)
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,8 @@ class Example:
     reference: str | None
 
 
-def _hub_records(dataset: str, split: str = "train") -> list[dict]:
+def _hub_records(dataset: str, split: str = "train", name: str | None = None) -> list[dict]:
+    """The rows of one split of a hub dataset (``name``: its config, for datasets that have several)."""
     try:
         import datasets
     except ImportError:
@@ -53,7 +60,7 @@ def _hub_records(dataset: str, split: str = "train") -> list[dict]:
     if not hub_reachable():
         raise ConfigError(f"data: the hub dataset {dataset!r} cannot be reached; give data=PATH to a local JSONL "
                           f"or {OFFLINE_HINT}")
-    return [dict(row) for row in datasets.load_dataset(dataset, split=split)]
+    return [dict(row) for row in datasets.load_dataset(dataset, name, split=split)]
 
 
 def imdb_split(n: int, seed: int) -> tuple[list[int], list[int]]:
@@ -133,26 +140,49 @@ def _tldr_hub(cfg: RLHFConfig, tokenizer) -> tuple[list[Example], list[Example]]
     return _large_enough(f"the train and valid splits of {dataset!r}", train, held_out, cfg)
 
 
+def _gsm8k(records: list[dict], tokenizer) -> list[Example]:
+    """Examples of gsm8k's ``question`` / ``answer`` records, from the hub or a local file alike."""
+    return [Example(gsm8k.prompt(question, tokenizer), gsm8k.reference_answer(answer))
+            for question, answer in zip(texts(records, "question"), texts(records, "answer"))]
+
+
+def _gsm8k_hub(cfg: RLHFConfig, tokenizer) -> tuple[list[Example], list[Example]]:
+    """The hub's splits: all of ``train`` (7,473 problems) to train on, the first ``eval_prompts``
+    of ``test`` (1,319), in order, held out."""
+    dataset = HUB_DATASETS["gsm8k"]
+    train = _gsm8k(_hub_records(dataset, "train", GSM8K_CONFIG), tokenizer)
+    held_out = _gsm8k(_hub_records(dataset, "test", GSM8K_CONFIG)[:cfg.eval_prompts], tokenizer)
+    return _large_enough(f"the train and test splits of {dataset!r}", train, held_out, cfg)
+
+
+def _split(examples: list[Example], cfg: RLHFConfig) -> tuple[list[Example], list[Example]]:
+    """A local file's examples, one per prompt (none in both splits), shuffled with ``SPLIT_SEED``:
+    the first ``eval_prompts`` held out, the same whatever the run's seed."""
+    examples = list({e.prompt: e for e in reversed(examples)}.values())[::-1]
+    random.Random(SPLIT_SEED).shuffle(examples)
+    return _large_enough(f"{len(examples)} distinct prompts", examples[cfg.eval_prompts:], examples[:cfg.eval_prompts],
+                         cfg)
+
+
 def load_examples(cfg: RLHFConfig, tokenizer) -> tuple[list[Example], list[Example]]:
     """(training examples, held-out evaluation examples)."""
     if cfg.task == "arithmetic":
         return _arithmetic(cfg)
     if cfg.task == "tldr" and not cfg.data:
         return _tldr_hub(cfg, tokenizer)
+    if cfg.task == "gsm8k" and not cfg.data:
+        return _gsm8k_hub(cfg, tokenizer)
     records = read_records(cfg.data) if cfg.data else _hub_records(HUB_DATASETS[cfg.task])
     if cfg.task == "imdb":
         return _imdb(records, cfg)
     if cfg.task == "tldr":
-        examples = _tldr(records, tokenizer, cfg.generation.prompt_tokens)
-    else:
-        references = [r.get("reference") for r in records]
-        if any(ref is not None and not isinstance(ref, str) for ref in references):
-            raise ConfigError("data: a record's 'reference' is not a string; allowed: a string or no 'reference'")
-        examples = [Example(p, ref) for p, ref in zip(texts(records, "prompt"), references)]
-    examples = list({e.prompt: e for e in reversed(examples)}.values())[::-1]  # one per prompt: none in both splits
-    random.Random(SPLIT_SEED).shuffle(examples)
-    return _large_enough(f"{len(examples)} distinct prompts", examples[cfg.eval_prompts:], examples[:cfg.eval_prompts],
-                         cfg)
+        return _split(_tldr(records, tokenizer, cfg.generation.prompt_tokens), cfg)
+    if cfg.task == "gsm8k":
+        return _split(_gsm8k(records, tokenizer), cfg)
+    references = [r.get("reference") for r in records]
+    if any(ref is not None and not isinstance(ref, str) for ref in references):
+        raise ConfigError("data: a record's 'reference' is not a string; allowed: a string or no 'reference'")
+    return _split([Example(p, ref) for p, ref in zip(texts(records, "prompt"), references)], cfg)
 
 
 def iteration_examples(examples: list[Example], iteration: int, count: int, seed: int) -> list[Example]:
