@@ -59,21 +59,24 @@ class Agent:
 
     @record_function("symrl.rlhf.score")
     @torch.no_grad()
-    def score(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+    def score(self, batch: Batch, reference: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
         """Log-probabilities, values and reference log-probabilities of the continuation tokens,
-        in micro-batches (memory)."""
-        out: list[tuple[Tensor, Tensor, Tensor]] = []
+        in micro-batches (memory); without ``reference`` the reference model is not run (None)."""
+        out: list[tuple[Tensor, Tensor, Tensor | None]] = []
         step = self.cfg.minibatch_size // self.cfg.grad_accum
         with evaluating(self.actor):
             for lo in range(0, batch.query.shape[0], step):
                 part = batch.rows(torch.arange(lo, min(lo + step, batch.query.shape[0]), device=self.device))
                 logits, values = self.actor(part.input_ids, part.attention_mask, part.start)
-                with self.reference_precision():
-                    ref = self.reference.logprobs(self.actor, part.input_ids, part.attention_mask, part.start,
-                                                  self.cfg.generation.temperature)
+                ref = None
+                if reference:
+                    with self.reference_precision():
+                        ref = self.reference.logprobs(self.actor, part.input_ids, part.attention_mask, part.start,
+                                                      self.cfg.generation.temperature)
                 logprobs = token_logprobs(logits.float() / self.cfg.generation.temperature, part.continuation)
                 out.append((logprobs, values, ref))
-        return tuple(torch.cat(parts) for parts in zip(*out))
+        logprobs, values, refs = zip(*out)
+        return torch.cat(logprobs), torch.cat(values), torch.cat(refs) if reference else None
 
     @record_function("symrl.rlhf.sample")
     def sample(self, examples: list[Example], full_prompts: bool = False,

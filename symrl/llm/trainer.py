@@ -47,8 +47,8 @@ class Rollout:
     advantages: Tensor
     returns: Tensor
     scores: Tensor  # clean: the noise of ``noise`` reaches the advantages only
-    kl: Tensor  # per-token estimate, zero on padding
-    ref_logprobs: Tensor
+    kl: Tensor | None  # per-token estimate, zero on padding; None: not measured (KL off)
+    ref_logprobs: Tensor | None
 
     @property
     def mask(self) -> Tensor:
@@ -104,12 +104,16 @@ class RLHFTrainer:
             width = max(batch.continuation.shape[1], reference.continuation.shape[1])
             batch = _widen(batch, width, self.agent.tokenizer.pad_token_id)
             reference = _widen(reference, width, self.agent.tokenizer.pad_token_id)
-        logprobs, values, ref_logprobs = self.agent.score(batch)
+        # with the KL off nothing needs the reference, so it is not run (as TRL's GRPO with beta=0): about a
+        # seventh of a critic-free iteration; the training KL goes unlogged, evaluation still reports it
+        measure_kl = cfg.kl_in != "off" or cfg.kl_controller == "adaptive"
+        logprobs, values, ref_logprobs = self.agent.score(batch, reference=measure_kl)
         mask = batch.continuation_mask
         noise_gen = generator(cfg.seed, "noise", self.completed, self.agent.accelerator.process_index)
         trained = noisy_rewards(scores, cfg.noise, cfg.noise_scale, noise_gen)  # training only
-        rewards, kl = kl_penalized_rewards(trained, logprobs, ref_logprobs, mask,
-                                           self.kl_coef if cfg.kl_in == "reward" else 0.0)
+        rewards, kl = kl_penalized_rewards(trained, logprobs, logprobs if ref_logprobs is None else ref_logprobs,
+                                           mask, self.kl_coef if cfg.kl_in == "reward" else 0.0)
+        kl = kl if measure_kl else None
         if cfg.advantage == "gae":
             advantages, returns = adv_ops.token_gae(rewards, values, mask, cfg.loss.gamma, cfg.loss.gae_lambda)
         else:  # critic-free: each completion's score against its prompt's group, on every token
@@ -203,15 +207,16 @@ class RLHFTrainer:
         rollout = self.collect(examples)
         stats = self.update(rollout, torch.Generator().manual_seed(seed))
         scores = accelerator.gather(rollout.scores.float())
-        kl_per_sequence = accelerator.gather(rollout.kl.sum(1)).mean().item()
+        kl_per_sequence = None if rollout.kl is None else accelerator.gather(rollout.kl.sum(1)).mean().item()
         trajectories = cfg.rollouts * accelerator.num_processes
         row = {"step": self.completed + 1, "samples": (self.completed + 1) * trajectories,
                "reward_mean": scores.mean().item(), "reward_std": scores.std().item() if len(scores) > 1 else 0.0,
                "kl": kl_per_sequence, "kl_coef": self.kl_coef,
                "response_length": rollout.mask.sum(1).float().mean().item(), **stats,
                "time_s": time.perf_counter() - start}
-        self.kl_coef = next_kl_coef(cfg.kl_controller, self.kl_coef, kl_per_sequence, cfg.kl_target,
-                                    cfg.kl_horizon, trajectories)
+        if kl_per_sequence is not None:
+            self.kl_coef = next_kl_coef(cfg.kl_controller, self.kl_coef, kl_per_sequence, cfg.kl_target,
+                                        cfg.kl_horizon, trajectories)
         self.completed += 1
         return row
 
@@ -275,7 +280,7 @@ class RLHFTrainer:
             if last or self.completed % cfg.checkpoint_every == 0:
                 self.save()
             bar.update(1)
-            bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.3f}")
+            bar.set_postfix(reward=f"{row['reward_mean']:.3f}", **({} if row["kl"] is None else {"kl": f"{row['kl']:.3f}"}))
         bar.close()
         summary = {"finished": True, "task": cfg.task, "algo": cfg.loss.algo, "seed": cfg.seed,
                    "iterations": cfg.iterations, "final_eval_mean": last_eval["mean_return"] if last_eval else None,
