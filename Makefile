@@ -41,8 +41,8 @@ demo-rlhf: venv
 
 # Offline verifiable rewards on CPU: build the arithmetic LM once (reused when present); GRPO, its
 # symmetric variants in both forms, the ratio form's control and the log-probability form's plain
-# twin, 20% of the training rewards flipped, 2 seeds; then the report (held-out accuracy curves, IQM,
-# probability of improvement).
+# twin, on clean rewards and with 20% of them flipped, 2 seeds; then the report (held-out accuracy
+# curves, IQM, probability of improvement).
 demo-rlvr: venv
 	HF_HUB_OFFLINE=1 $(VENV)/bin/symrl lm prepare --task arithmetic
 	HF_HUB_OFFLINE=1 $(VENV)/bin/symrl sweep sweeps/rlvr-demo.yaml --workers 2

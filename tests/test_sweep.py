@@ -274,7 +274,7 @@ def test_rlhf_demo_spec_expands_to_three_methods_by_three_seeds(monkeypatch):
     assert {run.cfg.task for run in runs} == {"imdb"} and {run.cfg.experiment for run in runs} == {"imdb-offline"}
 
 
-@pytest.mark.parametrize("name, count", [("rlvr-noise", 90), ("rlvr-demo", 10)])
+@pytest.mark.parametrize("name, count", [("rlvr-noise", 90), ("rlvr-demo", 20)])
 def test_rlvr_specs_expand_to_every_loss_with_its_control_and_twin(name, count):
     """GRPO's five losses (the ratio form with its control, the logprob form with its plain twin),
     each experiment one advantage at one flip probability, on the offline arithmetic task."""
