@@ -58,7 +58,6 @@ RATIOS = [
     Ratio("symrl_grpo_sppo / symrl_grpo, time per token", "symrl_grpo_sppo", "symrl_grpo", 1.05, time=True),
     Ratio("trl_symmetric_grpo / trl_grpo, time per token (plug-in)", "trl_symmetric_grpo", "trl_grpo", time=True)]
 NOT_ALIGNED = {
-    "reference_model": "symrl scores every rollout with the frozen reference even with KL off; TRL (beta 0) has none",
     "prompt_order": "symrl in its seeded order, TRL through its shuffled RepeatSampler: the problems differ",
     "epochs": "TRL reuses one split of a generation batch for every num_iterations pass, symrl reshuffles per epoch",
     "optimizer": "TRL's default optim is adamw_torch_fused: set to adamw_torch, symrl's torch.optim.AdamW"}

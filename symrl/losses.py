@@ -33,9 +33,12 @@ def masked_mean(x: Tensor, mask: Tensor | None = None) -> Tensor:
         return x.mean()
     # where(), not x·mask alone: a non-finite value on a padding element must not leak in as inf·0 = NaN
     kept = torch.where(mask.bool(), x, torch.zeros_like(x))
-    if mask.is_floating_point():
-        return (kept * mask).sum() / mask.sum().clamp_min(torch.finfo(mask.dtype).tiny)
-    return kept.sum() / mask.sum().clamp_min(1)
+    return (kept * mask if mask.is_floating_point() else kept).sum() / _mask_total(mask)
+
+
+def _mask_total(mask: Tensor) -> Tensor:
+    """``masked_mean``'s denominator: the mask's sum, kept from 0 (no valid element gives a mean of 0)."""
+    return mask.sum().clamp_min(torch.finfo(mask.dtype).tiny if mask.is_floating_point() else 1)
 
 
 def token_weights(mask: Tensor, aggregation: str, max_len: int) -> tuple[Tensor, Tensor]:
@@ -290,7 +293,7 @@ def _weighted_ppo_reverse(weights: LossWeights, ratio: Tensor, old_log_prob: Ten
             w = torch.where(gate, advantages * m, 0.0).to(dtype).mul_(weights.reverse * s)
             inv_old_prob = torch.where(gate, torch.exp(-old_log_prob), 0.0)
             # masked_mean's denominator, applied after the sums (a tiny one must not overflow the weights)
-            count = m.sum().clamp_min(1 if mask.dtype == torch.bool else torch.finfo(dtype).tiny)
+            count = _mask_total(mask)
         constant = torch.dot(w, inv_old_prob.to(dtype))
     kept_ratio = ratio if mask is None else torch.where(gate, ratio, 0.0)
     weighted = constant.sub(torch.dot(w, kept_ratio.to(dtype)), alpha=k)
