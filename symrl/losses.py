@@ -207,13 +207,21 @@ class LossWeights:
 
 @dataclass
 class LossTerms:
-    """The total loss and its parts (the parts detached, for logging)."""
+    """The total loss and its parts (the parts detached, for logging). The reverse term is kept as
+    weighted in the loss, β·L_rev, beside β: a division per minibatch would cost the hot loop a
+    kernel, so ``reverse`` divides on demand and :func:`update_statistics` once per update."""
 
     total: Tensor
     policy: Tensor
-    reverse: Tensor
+    weighted_reverse: Tensor
     value: Tensor
     entropy: Tensor
+    reverse_weight: float
+
+    @property
+    def reverse(self) -> Tensor:
+        """L_rev, the reverse term before its weight β (0 when β = 0)."""
+        return self.weighted_reverse / self.reverse_weight if self.reverse_weight else self.weighted_reverse
 
 
 def symmetric_loss(
@@ -229,14 +237,16 @@ def symmetric_loss(
     clip_range_vf: float | None = None,
     mask: Tensor | None = None,
     clip_range_high: float | None = None,
+    inv_old_prob: Tensor | None = None,
 ) -> tuple[LossTerms, Tensor | None]:
     """α·L_pg + β·L_rev + vf·L_value − ent·H with the policy loss ``weights.policy_loss``.
 
     Returns the loss terms and, for PPO, the ratio (for approx-KL and clip-fraction logging).
     The reverse term is not computed when its weight is 0, so β = 0 is the plain baseline exactly.
+    ``inv_old_prob``: 1/π_old, for SPPO's reverse term, when the caller has it (else exp(−old_log_prob)).
     """
     ratio = None
-    reverse = torch.zeros((), dtype=log_prob.dtype, device=log_prob.device)
+    weighted_reverse = torch.zeros((), dtype=log_prob.dtype, device=log_prob.device)
     kind = weights.policy_loss
     if kind == "ppo":
         if old_log_prob is None:
@@ -246,13 +256,12 @@ def symmetric_loss(
         policy = -masked_mean(torch.minimum(unclipped, clipped), mask)
         if weights.reverse != 0.0:
             weighted_reverse = _weighted_ppo_reverse(weights, ratio, old_log_prob, advantages,
-                                                     unclipped <= clipped, mask)
-            reverse = weighted_reverse.detach() / weights.reverse
+                                                     unclipped <= clipped, mask, inv_old_prob)
     elif kind == "a2c":
         policy = a2c_policy_loss(log_prob, advantages, mask)
         if weights.reverse != 0.0:
-            reverse = a2c_reverse_loss(torch.exp(log_prob), advantages, weights.reverse_kind, weights.Z, mask)
-            weighted_reverse = weights.reverse * reverse
+            weighted_reverse = weights.reverse * a2c_reverse_loss(torch.exp(log_prob), advantages,
+                                                                  weights.reverse_kind, weights.Z, mask)
     else:
         raise ValueError(f"policy_loss: got {kind!r}, allowed: 'a2c', 'ppo'")
 
@@ -266,38 +275,39 @@ def symmetric_loss(
     total = total.add(value, alpha=weights.vf)
     if weights.ent != 0.0:
         total = total.sub(ent, alpha=weights.ent)
-    terms = LossTerms(total, policy.detach(), reverse.detach(), value.detach(), ent.detach())
+    terms = LossTerms(total, policy.detach(), weighted_reverse.detach(), value.detach(), ent.detach(), weights.reverse)
     return terms, ratio
 
 
 def _weighted_ppo_reverse(weights: LossWeights, ratio: Tensor, old_log_prob: Tensor, advantages: Tensor,
-                          gate: Tensor, mask: Tensor | None) -> Tensor:
+                          gate: Tensor, mask: Tensor | None, inv_old_prob: Tensor | None = None) -> Tensor:
     """β·``ppo_reverse_loss``, the value the released code computes, in the form SPPO's hot loop can
-    afford: β·mean(f·s·Â·(1/π_old − k·r)) = c − k·(w·r) with per-element weights w = β·s·f·Â/N
-    (masked_mean's weights where there is a mask) and c = w·(1/π_old), both constants: two dot
-    products and a subtraction, where the elementwise form costs twice the kernels."""
+    afford: β·mean(f·s·Â·(1/π_old − k·r)) as one dot product of constant weights w = −k·β·s·f·Â/N
+    (masked_mean's weights and denominator where there is a mask) with r − (1/π_old)/k, where the
+    elementwise form costs three times the kernels. Every constant goes into w, which needs no
+    gradient: a Python number times a 0-d tensor costs a dtype conversion forward and backward, and
+    r − … passes its gradient on untouched. ``inv_old_prob`` (1/π_old): a caller that has it per
+    rollout saves two kernels per minibatch."""
     s, k = _reverse_coefficients(weights.reverse_kind, weights.Z)
     if advantages.shape != ratio.shape:  # one advantage per sequence, broadcast over its tokens
         advantages = advantages.expand_as(ratio)
-    # 1-d views (flatten() of a 1-d tensor is the tensor itself): tokens (rows × length) and samples alike
-    ratio, old_log_prob, advantages, gate = ratio.flatten(), old_log_prob.flatten(), advantages.flatten(), gate.flatten()
+    inv_old_prob = torch.exp(-old_log_prob) if inv_old_prob is None else inv_old_prob
+    if mask is None:
+        w = (advantages * gate).mul_(-k * weights.reverse * s / ratio.numel())
+        difference = ratio.sub(inv_old_prob, alpha=1.0 / k)
+    else:  # padding kept out as masked_mean keeps it: no inf·0 = NaN
+        gate = gate & mask.bool()
+        w = torch.where(gate, advantages * mask if mask.is_floating_point() else advantages, 0.0)
+        # masked_mean's denominator: a tiny one must not overflow the weights, so it divides them afterwards
+        w = w.mul_(-k * weights.reverse * s).div_(_mask_total(mask))
+        difference = torch.where(gate, ratio.sub(inv_old_prob, alpha=1.0 / k), 0.0)
     # dot() does not promote as elementwise ops do (bf16 log-probs, float32 advantages under autocast)
-    dtype = torch.promote_types(torch.promote_types(ratio.dtype, old_log_prob.dtype), advantages.dtype)
-    with torch.no_grad():
-        if mask is None:
-            w = torch.where(gate, advantages, 0.0).to(dtype).mul_(weights.reverse * s / ratio.numel())
-            inv_old_prob = torch.exp(-old_log_prob)
-        else:  # padding kept out as masked_mean keeps it: no inf·0 = NaN
-            m = mask.flatten().to(dtype)
-            gate = gate & mask.flatten().bool()
-            w = torch.where(gate, advantages * m, 0.0).to(dtype).mul_(weights.reverse * s)
-            inv_old_prob = torch.where(gate, torch.exp(-old_log_prob), 0.0)
-            # masked_mean's denominator, applied after the sums (a tiny one must not overflow the weights)
-            count = _mask_total(mask)
-        constant = torch.dot(w, inv_old_prob.to(dtype))
-    kept_ratio = ratio if mask is None else torch.where(gate, ratio, 0.0)
-    weighted = constant.sub(torch.dot(w, kept_ratio.to(dtype)), alpha=k)
-    return weighted if mask is None else weighted / count
+    if w.dtype != difference.dtype:
+        dtype = torch.promote_types(w.dtype, difference.dtype)
+        w, difference = w.to(dtype), difference.to(dtype)
+    if w.dim() > 1:  # tokens: rows × length
+        w, difference = w.flatten(), difference.flatten()
+    return torch.dot(w, difference)
 
 
 @dataclass(frozen=True)
@@ -398,6 +408,7 @@ def loss_step(
     mask: Tensor | None = None,
     normalized: Tensor | None = None,
     clip_range_high: float | None = None,
+    inv_old_prob: Tensor | None = None,
 ) -> tuple[Tensor, LossStep]:
     """The step both trainers take on a (micro)batch: advantage normalization over the valid elements
     (``norm_adv``; ``normalized`` instead when the caller whitened over a wider scope than this
@@ -410,7 +421,7 @@ def loss_step(
     else:
         used = advantages
     terms, _ = symmetric_loss(weights, log_prob, old_log_prob, used, entropy, values, returns, old_values,
-                              clip_range, clip_range_vf, mask, clip_range_high)
+                              clip_range, clip_range_vf, mask, clip_range_high, inv_old_prob)
     valid = None if mask is None else mask.bool()  # statistics count tokens, whatever the loss's weights
     return terms.total, LossStep(terms, log_prob.detach() - old_log_prob, advantages.detach(), used.detach(), valid)
 
@@ -423,8 +434,10 @@ def update_statistics(steps: list[LossStep], clip_range: float) -> dict[str, Ten
     counts = torch.stack([torch.as_tensor(st.count, dtype=steps[0].terms.policy.dtype) for st in steps])
     share = counts / counts.sum()
     out = {name: (torch.stack([getattr(st.terms, field) for st in steps]) * share).sum()
-           for name, field in (("policy_loss", "policy"), ("reverse_loss", "reverse"), ("value_loss", "value"),
-                               ("entropy", "entropy"))}
+           for name, field in (("policy_loss", "policy"), ("reverse_loss", "weighted_reverse"),
+                               ("value_loss", "value"), ("entropy", "entropy"))}
+    if steps[0].terms.reverse_weight:
+        out["reverse_loss"] = out["reverse_loss"] / steps[0].terms.reverse_weight
     log_ratio = torch.cat([st.log_ratio for st in steps])
     mask = None if steps[0].mask is None else torch.cat([st.mask for st in steps])
     out["approx_kl"] = approx_kl(log_ratio, mask)

@@ -218,6 +218,8 @@ class OnPolicyTrainer:
         with record_function("symrl.advantages"):
             advantages, returns = self.advantages(rollout)
             batch = flatten(rollout, self.old_log_probs(rollout), advantages, returns)
+            if self.weights.policy_loss == "ppo" and self.weights.reverse != 0.0:  # SPPO's 1/π_old, once a rollout
+                batch["inv_old_probs"] = torch.exp(-batch["log_probs"])
         steps: list[LossStep] = []  # every minibatch's, the one that stops the update included (as SB3)
         grad_norms: list[torch.Tensor] = []  # one per step taken
         with record_function("symrl.update"):  # labels per phase, not per minibatch: one costs ~10 µs
@@ -267,7 +269,8 @@ class OnPolicyTrainer:
         with torch.set_grad_enabled(self.weights.ent != 0.0):  # logged only: kept out of backward
             entropy = dist.entropy()
         return loss_step(self.weights, log_prob, mb["log_probs"], advantages, entropy, values, mb["returns"],
-                         mb["values"], clip_range, loss.clip_range_vf, loss.norm_adv, clip_range_high=clip_high)
+                         mb["values"], clip_range, loss.clip_range_vf, loss.norm_adv, clip_range_high=clip_high,
+                         inv_old_prob=mb.get("inv_old_probs"))
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, Any]:
