@@ -246,7 +246,7 @@ def symmetric_loss(
     ``inv_old_prob``: 1/π_old, for SPPO's reverse term, when the caller has it (else exp(−old_log_prob)).
     """
     ratio = None
-    weighted_reverse = torch.zeros((), dtype=log_prob.dtype, device=log_prob.device)
+    weighted_reverse = None  # β·L_rev; not computed when β = 0
     kind = weights.policy_loss
     if kind == "ppo":
         if old_log_prob is None:
@@ -266,9 +266,10 @@ def symmetric_loss(
         raise ValueError(f"policy_loss: got {kind!r}, allowed: 'a2c', 'ppo'")
 
     # torch.add(..., alpha=w) is one kernel; w * tensor with a Python float adds a dtype conversion
-    if weights.reverse != 0.0:
+    if weighted_reverse is not None:
         total = weighted_reverse.add(policy, alpha=weights.pg)
     else:
+        weighted_reverse = torch.zeros((), dtype=log_prob.dtype, device=log_prob.device)
         total = policy if weights.pg == 1.0 else weights.pg * policy
     value = value_loss(values, returns, old_values, clip_range_vf, mask)
     ent = entropy_bonus(entropy, mask)
