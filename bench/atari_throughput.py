@@ -4,13 +4,11 @@
     python bench/atari_throughput.py --quick      # smoke test (~2 min): 1 thread, 1 iteration, 1 repeat
     python bench/atari_throughput.py --repeats 3 --threads 1
 
-Timed: whole iterations of 8 envs x 128 steps (collect + 4 epochs of minibatch 256). symrl PPO on the
-Gymnasium sync and async vector envs and envpool (if installed) at each ``--threads``, SPPO on one of
-them (``--sppo-on``); SB3 ``PPO("CnnPolicy")`` on PongNoFrameskip-v4; random actions through each
-bare vector env. Settings: the atari-ppo-norm preset with annealing off makes symrl's configuration
-and SB3's arguments; the built agents are read back and compared (all but the env id: symrl's
-ALE/Pong-v5 has v4 semantics). On envpool symrl runs without FIRE and lost-life restarts (envpool
-cannot restart its frame stack; Pong has no lives). Profile: ``bench/profile_phases.py atari``.
+Timed: whole iterations of 8 envs x 128 steps (collect + 4 epochs of minibatch 256): symrl PPO on each
+vector env (Gymnasium sync and async, envpool if installed) at each ``--threads``, SPPO on one of them
+(``--sppo-on``), SB3 ``PPO("CnnPolicy")`` on PongNoFrameskip-v4, random actions through each bare vector
+env. The atari-ppo-norm preset, annealing off, makes symrl's configuration and SB3's arguments; the built
+agents are read back and compared (but the env id: symrl's ALE/Pong-v5 has v4 semantics).
 """
 
 from __future__ import annotations
@@ -20,18 +18,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import gymnasium as gym  # noqa: E402
-from stable_baselines3 import PPO  # noqa: E402
 from stable_baselines3.common.env_util import make_atari_env  # noqa: E402
 from stable_baselines3.common.vec_env import VecFrameStack, VecTransposeImage  # noqa: E402
 
 from bench.harness import Contestant, Group, RandomActions, Ratio, benchmark, parse, parser  # noqa: E402
-from bench.throughput import SB3PPO, SymrlPPO, sb3_kwargs  # noqa: E402
+from bench.throughput import OFF, SB3PPO, WEIGHTS, SymrlPPO  # noqa: E402
 from symrl.config import TrainConfig, build_config, get_key  # noqa: E402
 from symrl.envs import make_vec_env as symrl_make_vec_env  # noqa: E402
 from symrl.envs.atari import atari_settings  # noqa: E402
@@ -39,17 +35,13 @@ from symrl.envs.atari import atari_settings  # noqa: E402
 PRESET = "atari-ppo-norm"  # the paper's Atari PPO (8 envs x 128 steps, 4 epochs, minibatch 256) + normalization
 SB3_ENV = "PongNoFrameskip-v4"
 SETTINGS = {"sync": ("gymnasium", "sync"), "async": ("gymnasium", "async"), "envpool": ("envpool", "sync")}
-SPPO = {"alpha": 0.5, "beta": 1.0}
 
 
 def symrl_config(algo: str, setting: str) -> TrainConfig:
     backend, vec_env = SETTINGS[setting]
     return build_config(preset=PRESET, overrides={
-        "algo": algo, **(SPPO if algo == "sppo" else {"alpha": 1.0, "beta": 0.0}), "env": "ALE/Pong-v5", "seed": 0,
-        "vec_env": vec_env, "env_backend": backend, "device": "cpu", "anneal_lr": False, "anneal_clip": False,
-        "clip_range_vf": None, "target_kl": None, "value_loss_scale": 1.0, "noise": "none", "eval_every": 0,
-        "eval_episodes": 1,
-        # SB3's FIRE and lost-life restarts (the preset's) exist on the Gymnasium backend only
+        **OFF, "algo": algo, **WEIGHTS[algo], "env": "ALE/Pong-v5", "vec_env": vec_env, "env_backend": backend,
+        # envpool cannot restart its frame stack: no FIRE and lost-life restarts (SB3's) there; Pong has no lives
         **({"atari.fire_reset": False, "atari.life_reset": False} if backend == "envpool" else {})})
 
 
@@ -81,20 +73,20 @@ def sb3_env(cfg: TrainConfig):
     return VecFrameStack(venv, n_stack=get_key(cfg, "atari.frame_stack"))
 
 
-def sb3_ppo(cfg: TrainConfig) -> AtariSB3:
-    return AtariSB3(PPO("CnnPolicy", sb3_env(cfg), **sb3_kwargs(cfg)))
+def sb3_ppo() -> AtariSB3:
+    cfg = symrl_config("ppo", "sync")
+    return AtariSB3(cfg, "CnnPolicy", sb3_env(cfg))
 
 
-def random_actions(cfg: TrainConfig, setting: str) -> RandomActions:
+def random_actions(setting: str) -> RandomActions:
+    cfg = symrl_config("ppo", "sync" if setting == "sb3" else setting)
     if setting == "sb3":
         venv = VecTransposeImage(sb3_env(cfg))
         venv.reset()
-        n_actions = venv.action_space.n
-    else:
-        venv = symrl_make_vec_env(cfg.env, cfg.n_envs, cfg.vec_env, cfg.env_backend, atari_settings(cfg.atari))
-        venv.reset(seed=list(range(cfg.n_envs)))
-        n_actions = venv.single_action_space.n
-    return RandomActions(venv, np.random.default_rng(0).integers(0, n_actions, (cfg.n_steps, cfg.n_envs)))
+        return RandomActions(venv, venv.action_space, cfg.n_steps)
+    venv = symrl_make_vec_env(cfg.env, cfg.n_envs, cfg.vec_env, cfg.env_backend, atari_settings(cfg.atari))
+    venv.reset(seed=list(range(cfg.n_envs)))
+    return RandomActions(venv, venv.single_action_space, cfg.n_steps)
 
 
 def lineup(threads: list[int], settings: list[str], sppo_on: str) -> tuple[list[Contestant], list[Ratio]]:
@@ -102,8 +94,7 @@ def lineup(threads: list[int], settings: list[str], sppo_on: str) -> tuple[list[
     out, ratios = [], []
     for n in threads:
         sb3 = f"sb3_ppo_t{n}"
-        out.append(Contestant(sb3, f"SB3 PPO CnnPolicy, DummyVecEnv, {n} torch thread(s)",
-                              lambda: sb3_ppo(symrl_config("ppo", "sync")), n,
+        out.append(Contestant(sb3, f"SB3 PPO CnnPolicy, DummyVecEnv, {n} torch thread(s)", sb3_ppo, n,
                               equals=None if n == threads[0] else f"sb3_ppo_t{threads[0]}", floor="env_sb3"))
         for s in settings:
             name = f"symrl_ppo_{s}_t{n}"
@@ -111,16 +102,15 @@ def lineup(threads: list[int], settings: list[str], sppo_on: str) -> tuple[list[
                                   lambda s=s: AtariSymrl(symrl_config("ppo", s)), n, equals=sb3,
                                   except_keys=("env_id",), floor=f"env_{s}"))
             ratios.append(Ratio(f"{name} / {sb3}", name, sb3))
-    setting, n = sppo_on.rsplit("_t", 1)
+    on, n = sppo_on.rsplit("_t", 1)
     sppo, ppo = f"symrl_sppo_{sppo_on}", f"symrl_ppo_{sppo_on}"
-    out.append(Contestant(sppo, f"symrl SPPO {SPPO}, as {ppo}", lambda: AtariSymrl(symrl_config("sppo", setting)),
-                          int(n), equals=ppo, floor=f"env_{setting}"))
+    out.append(Contestant(sppo, f"symrl SPPO {WEIGHTS['sppo']}, as {ppo}",
+                          lambda: AtariSymrl(symrl_config("sppo", on)), int(n), equals=ppo, floor=f"env_{on}"))
     ratios.append(Ratio(f"{sppo} / {ppo}", sppo, ppo, target=0.95))
     ratios += [Ratio(f"{lib}_t{n} / {lib}_t1 (more threads)", f"{lib}_t{n}", f"{lib}_t1")
                for lib in ("sb3_ppo", *(f"symrl_ppo_{s}" for s in settings)) for n in threads if n != 1]
     out += [Contestant(f"env_{s}", f"random actions, {'SB3 AtariWrapper stack' if s == 'sb3' else SETTINGS[s]}",
-                       lambda s=s: random_actions(symrl_config("ppo", "sync" if s == "sb3" else s), s))
-            for s in ("sb3", *settings)]
+                       lambda s=s: random_actions(s)) for s in ("sb3", *settings)]
     return out, ratios
 
 

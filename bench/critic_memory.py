@@ -1,10 +1,9 @@
 """What each critic option of ``symrl rlhf`` (``policy.value_head``) costs in memory: parameters
 held, trainable parameters, and the bytes of their gradients and AdamW state (float32).
 
-GPT-2 124M is measured: transformers' default ``GPT2Config``, randomly initialised (nothing is
-downloaded), built by symrl's own ``build_actor_critic``; one forward, backward and AdamW step
-creates the gradients and optimizer state, whose tensors are counted. GPT-J-6B is counted, not run:
-its modules on PyTorch's meta device with the TL;DR preset's LoRA (r 8 on peft's default modules).
+GPT-2 124M is measured (a random model from transformers' default ``GPT2Config``, built by symrl's
+``build_actor_critic``; one AdamW step creates the gradients and optimizer state); GPT-J-6B is counted
+from its modules on the meta device, with the TL;DR preset's LoRA (r 8 on peft's default modules).
 The same counting applied to GPT-2 must agree with its measurement.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/critic_memory.py    # about a minute, ~4 GB of memory

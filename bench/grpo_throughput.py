@@ -6,27 +6,20 @@
 
 Run with OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1; TRL's part needs trl>=1.16 (symrl's dev extra). Model:
 models/arithmetic/policy (``symrl lm prepare --task arithmetic``), else a tiny one built into bench/results/.
-
-Timed: whole iterations (sample + reward + score + update), the ``arithmetic-grpo`` preset's settings, on
-symrl's arithmetic problems and verifier (TRL's through ``verifiable_reward``). symrl:
-``RLHFTrainer.iteration()``; TRL: ``GRPOTrainer.train()``, a callback stamping each optimizer step (one
-generation batch's steps make an iteration). Units: generated tokens up to and including eos, counted alike.
-symrl's SPPO runs interleaved with its GRPO; symrl's plug-in (``SymmetricGRPOTrainer``) beside TRL.
-Settings are read back from the built trainers and compared; what could not be aligned: ``NOT_ALIGNED``.
+Timed: whole iterations (sample + reward + score + update) of the ``arithmetic-grpo`` preset on symrl's
+problems and verifier: ``RLHFTrainer.iteration()``; ``GRPOTrainer.train()`` stamped after each optimizer
+step (a generation batch's steps make an iteration). Units: generated tokens up to and including eos,
+counted alike. symrl's SPPO runs interleaved with its GRPO, symrl's plug-in (``SymmetricGRPOTrainer``)
+beside TRL. The built trainers are read back and compared; what could not be aligned: ``NOT_ALIGNED``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
-import io
-import json
-import shutil
 import sys
 import tempfile
-import warnings
 from functools import partial
 from importlib import metadata
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import transformers  # noqa: E402
 from packaging.version import Version  # noqa: E402
 
-from bench.harness import (REPO, RESULTS, Contestant, Group, Ratio, Stamp, benchmark, parse,  # noqa: E402
-                           parser, span)
-from bench.rlhf_throughput import SymrlRLHF, _Stamps, adamw, dropout_off  # noqa: E402
+from bench.harness import (REPO, RESULTS, Contestant, Group, Ratio, benchmark, optimizer_settings,  # noqa: E402
+                           parse, parser, span)
+from bench.rlhf_throughput import TRL_QUIET, SymrlRLHF, TRLRunner, dropout_off, llm_setup, prepared  # noqa: E402
 from symrl.config import get_key  # noqa: E402
 from symrl.llm.config import RLHFConfig, build_rlhf_config  # noqa: E402
 
@@ -83,7 +76,7 @@ def grpo_config(models: Path, preset: str, iterations: int, out: str) -> RLHFCon
 def built(model, optimizer, tokenizer, prompts: list[str], gen, eos: list[int]) -> dict[str, Any]:
     """What both sides read back alike: optimizer, trained parameters, model, prompts, sampling."""
     groups = optimizer.param_groups
-    return {**adamw(optimizer), "trainable_params": sum(p.numel() for g in groups for p in g["params"]),
+    return {**optimizer_settings(optimizer), "trainable_params": sum(p.numel() for g in groups for p in g["params"]),
             "decayed_params": sum(p.numel() for g in groups if g["weight_decay"] > 0 for p in g["params"]),
             "adam_fused": bool(groups[0].get("fused")), "dtype": str(next(model.parameters()).dtype),
             "dropout_off": dropout_off(model), "longest_prompt_tokens": max(map(len, tokenizer(prompts)["input_ids"])),
@@ -110,20 +103,9 @@ class SymrlGRPO(SymrlRLHF):
                 "device": str(t.agent.device)}
 
 
-def counting(reward: Callable[..., list[float]], counts: list[int]) -> Callable[..., list[float]]:
-    """``reward`` as TRL calls it, also counting the tokens of the completions it scores."""
-    def scored(prompts: list[Any], completions: list[Any], completion_ids: list[list[int]], **columns: Any):
-        counts.append(sum(map(len, completion_ids)))
-        return reward(prompts, completions, **columns)
-
-    scored.__name__ = reward.__name__  # TRL's metric name
-    return scored
-
-
-class TRLGRPO:
-    """TRL's GRPOTrainer (``symmetric``: symrl's plug-in, the preset's α, β) on symrl's model, problems
-    and verifier, its arguments from symrl's resolved configuration; ``run`` trains warm-up + timed
-    iterations in one ``train()`` call."""
+class TRLGRPO(TRLRunner):
+    """TRL's GRPOTrainer (``symmetric``: symrl's plug-in with the preset's α, β) on symrl's model, problems
+    and verifier, its arguments from symrl's resolved configuration."""
 
     def __init__(self, models: Path, preset: str, iterations: int, symmetric: bool = False):
         from datasets import Dataset
@@ -142,39 +124,38 @@ class TRLGRPO:
         self.steps = cfg.loss.n_epochs * cfg.rollouts // cfg.minibatch_size  # optimizer steps per iteration
         config, trainer = (SymmetricGRPOConfig, SymmetricGRPOTrainer) if symmetric else (GRPOConfig, GRPOTrainer)
         self.args = config(
-            output_dir=self.tmp, report_to="none", save_strategy="no", eval_strategy="no", disable_tqdm=True,
-            logging_steps=10**6, use_cpu=True, bf16=False, fp16=False, use_vllm=False, disable_dropout=True,
-            max_steps=iterations * self.steps, per_device_train_batch_size=cfg.minibatch_size // cfg.grad_accum,
-            gradient_accumulation_steps=cfg.grad_accum, lr_scheduler_type="constant", optim="adamw_torch",
-            generation_kwargs={"min_new_tokens": cfg.generation.min_new_tokens}, scale_rewards="group", beta=0.0,
+            output_dir=self.tmp, **TRL_QUIET, use_vllm=False, disable_dropout=True, max_steps=iterations * self.steps,
+            per_device_train_batch_size=cfg.minibatch_size // cfg.grad_accum, optim="adamw_torch",
+            gradient_accumulation_steps=cfg.grad_accum, scale_rewards="group", beta=0.0,
+            generation_kwargs={"min_new_tokens": cfg.generation.min_new_tokens},
             # bnpo: the token mean of each micro-batch, here the minibatch (symrl's token-mean); dapo would divide by
             # the generation batch's tokens / steps_per_generation (the mean count of a minibatch, not its own)
             loss_type="bnpo", **{field: get_key(cfg, key) for field, key in ARGS.items()},
             **({"symmetric_alpha": cfg.loss.alpha, "symmetric_beta": cfg.loss.beta} if symmetric else {}))
         self.counts: list[int] = []
+        self.verifier = verifiable_reward(reward)
         policy = transformers.AutoModelForCausalLM.from_pretrained(models / "policy", dtype=torch.float32)
-        self.trainer = trainer(model=policy, reward_funcs=counting(verifiable_reward(reward), self.counts),
-                               args=self.args, train_dataset=data, processing_class=tokenizer)
+        self.trainer = trainer(model=policy, reward_funcs=self.reward, args=self.args, train_dataset=data,
+                               processing_class=tokenizer)
         self.trainer.create_optimizer()  # what train() would build: read back here, reused there
-        self.clock = _Stamps()
-        self.trainer.add_callback(self.clock)
+
+    def reward(self, prompts: list[Any], completions: list[Any], completion_ids: list[list[int]], **columns: Any):
+        """The verifier as TRL calls it, also counting the tokens of the completions it scores."""
+        self.counts.append(sum(map(len, completion_ids)))
+        return self.verifier(prompts, completions, **columns)
 
     def run(self, warmup: int, timed: int) -> dict[str, float]:
-        self.clock.stamps = [Stamp.end()]
-        with contextlib.redirect_stdout(io.StringIO()):  # its final log line
-            self.trainer.train()
-        stamps, s = self.clock.stamps, self.steps
-        if len(self.counts) != warmup + timed or len(stamps) != 1 + s * (warmup + timed):
-            raise RuntimeError(f"TRL ran {len(self.counts)} generations and {len(stamps) - 1} steps, not "
-                               f"{warmup} + {timed} iterations of {s} steps")
-        return span(stamps[warmup * s], stamps[-1], sum(self.counts[warmup:]))
+        stamps = self.stamped(warmup, timed)
+        if len(self.counts) != warmup + timed:
+            raise RuntimeError(f"TRL ran {len(self.counts)} generations, not {warmup} + {timed}")
+        return span(stamps[0], stamps[-1], sum(self.counts[warmup:]))
 
     def settings(self) -> dict[str, Any]:
         t, a = self.trainer, self.args
         beta = getattr(a, "symmetric_beta", 0.0)
         return {**built(t.accelerator.unwrap_model(t.model), t.optimizer, t.processing_class,
                         list(t.train_dataset["prompt"]), t.generation_config, list(t.eos_token_ids)),
-                **{field: getattr(a, field) for field in ARGS},
+                **{field: getattr(a, field) for field in ARGS}, **self.trained_as(),
                 "minibatch_size": a.per_device_train_batch_size * a.gradient_accumulation_steps,
                 "micro_batch_size": a.per_device_train_batch_size, "optimizer_steps_per_iteration":
                 a.num_iterations * a.steps_per_generation // a.gradient_accumulation_steps,
@@ -183,18 +164,12 @@ class TRLGRPO:
                 "token_mean_over": "minibatch" if a.loss_type == "bnpo" and a.gradient_accumulation_steps == 1
                 else a.loss_type, "clip": [t.epsilon_low, t.epsilon_high], "kl_coef_in_loss": t.beta,
                 "algo": {"ratio": "sppo", "logprob": "sa2c"}[a.symmetric_form] if beta else "ppo",
-                "alpha": getattr(a, "symmetric_alpha", 1.0), "beta": beta,
-                "lr_schedule": getattr(a.lr_scheduler_type, "value", a.lr_scheduler_type),
-                "mixed_precision": "bf16" if a.bf16 else "fp16" if a.fp16 else "no",
-                "device": str(t.accelerator.device)}
-
-    def close(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
+                "alpha": getattr(a, "symmetric_alpha", 1.0), "beta": beta}
 
 
 def trl_missing() -> str | None:
     """Why the TRL contestants cannot run here, or None."""
-    found = metadata.version("trl") if importlib.util.find_spec("trl") else None
+    found = metadata.version("trl") if find_spec("trl") else None
     return (None if found and Version(found) >= Version(TRL_MIN) else
             f"trl {found or 'not installed'}; needs trl>={TRL_MIN} (pip install -e '.[trl]')")
 
@@ -203,30 +178,24 @@ def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__, repeats=3)
     p.add_argument("--iterations", type=int, help=f"timed iterations per measurement (default {ITERATIONS}; --quick 2)")
     args = parse(p, argv, "iterations")
-    torch.set_num_threads(1)
-    transformers.logging.set_verbosity_error()
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    if why_not := trl_missing():
-        print(f"TRL part skipped: {why_not}", flush=True)
+    why_not = llm_setup(trl_missing)
     models, timed = model_folder(), args.iterations or (2 if args.quick else ITERATIONS)
 
     def symrl(preset: str) -> Callable[[], SymrlGRPO]:
         return lambda: SymrlGRPO(partial(grpo_config, models, preset, 1 + timed))
 
-    def trl(preset: str, symmetric: bool = False) -> Callable[[], TRLGRPO]:
-        return lambda: TRLGRPO(models, preset, 1 + timed, symmetric)
-
     grpo = Contestant("symrl_grpo", f"symrl, preset {GRPO}", symrl(GRPO))
     sppo = Contestant("symrl_grpo_sppo", f"symrl, preset {SPPO}", symrl(SPPO), equals="symrl_grpo",
                       except_keys=SYMMETRIC)
-    trls = [Contestant("trl_grpo", "TRL GRPOTrainer", trl(GRPO), equals="symrl_grpo"),
+    trls = [Contestant("trl_grpo", "TRL GRPOTrainer", partial(TRLGRPO, models, GRPO, 1 + timed), equals="symrl_grpo"),
             Contestant("trl_symmetric_grpo", f"symrl's SymmetricGRPOTrainer, alpha and beta of {SPPO}",
-                       trl(SPPO, symmetric=True), equals="trl_grpo", except_keys=SYMMETRIC)]
+                       partial(TRLGRPO, models, SPPO, 1 + timed, symmetric=True), equals="trl_grpo",
+                       except_keys=SYMMETRIC)]
     groups = [*([] if why_not else [Group("arithmetic", [grpo, *trls], 1, timed, unit="tokens")]),
               Group("arithmetic-sppo", [grpo, sppo], 1, timed, unit="tokens", interleave=True)]
     benchmark("grpo_throughput", __doc__, args, groups, RATIOS, {
         "trl": {"included": not why_not, "why_not": why_not, "not_aligned": NOT_ALIGNED},
-        "model": {"folder": str(models), **json.loads((models / "prepared.json").read_text())}})
+        "model": {"folder": str(models), **prepared(models)}})
 
 
 if __name__ == "__main__":

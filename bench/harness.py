@@ -1,14 +1,13 @@
 """The one harness every throughput benchmark runs on.
 
-Shared machines are noisy, so every number that matters is a ratio against a baseline measured in
-the same run: within a repeat all contestants run back to back, the order rotates between repeats,
-and a ratio is the median of its per-repeat ratios. A group of two nearly equal contestants (SPPO
-against PPO) is ``interleaved``: both are built and warmed up, then timed one iteration each in turn
-(ABBA…), so a slow minute of a shared machine slows both alike. Each measurement builds a fresh runner with the
-same seed (same work every repeat), warms it up untimed, then times whole iterations: wall time and
-the CPU time of our process tree (``own_cores`` below the threads in use: another process took a
-core). The first build of a contestant has its settings read back from the built objects and
-compared key by key with the contestant it claims to equal; a difference aborts the run.
+Shared machines are noisy, so every number that matters is a ratio against a baseline of the same run:
+contestants run back to back, their order rotating between repeats, and a ratio is the median of its
+per-repeat ratios. Two nearly equal contestants (SPPO, PPO) are ``interleaved``: built and warmed up,
+then timed one iteration each in turn (ABBA…), so a slow minute slows both alike. Every measurement
+builds a fresh runner with the same seed, warms it up untimed, then times whole iterations: wall time
+and our process tree's CPU time (``own_cores`` below the threads in use: another process took a core).
+A contestant's first build has its settings read back from the built objects and compared key by key
+with those of the contestant it claims to equal; a difference aborts the run.
 """
 
 from __future__ import annotations
@@ -23,32 +22,34 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import ExitStack, closing, suppress
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
+import numpy as np
+import psutil  # accelerate's dependency
 import torch
+from gymnasium.spaces import Discrete
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PACKAGES = ["torch", "numpy", "gymnasium", "stable-baselines3", "mujoco", "ale-py", "envpool",
             "transformers", "accelerate", "peft", "tokenizers", "datasets", "trl"]
 
 
 @dataclass(frozen=True)
 class Contestant:
-    """``build`` returns a runner: ``run(warmup, timed)`` → a row (``span``), ``close()``, and where
-    there are settings (not for raw environments) ``settings()``, read back from the built objects,
-    and optionally ``details()`` for the JSON. List a contestant after the one it ``equals``."""
+    """``build`` returns a runner: ``run(warmup, timed)`` → a row (``span``), ``close()``, and except
+    for raw environments ``settings()`` read back from the built objects (``details()``: more JSON)."""
 
     name: str
     description: str
     build: Callable[[], Any]
     threads: int = 1  # torch threads, set before building and before running
-    equals: str | None = None  # the contestant whose read-back settings must equal this one's
+    equals: str | None = None  # a contestant listed earlier whose read-back settings must equal this one's
     except_keys: tuple[str, ...] = ()  # settings allowed to differ from ``equals``'
     floor: str | None = None  # the raw-environment contestant of the same vector env ("env %" column)
 
@@ -67,8 +68,8 @@ class Group:
 
 @dataclass(frozen=True)
 class Ratio:
-    """numerator / denominator of the rate (units per second), or with ``time`` of the time per
-    unit; the target is a floor on a rate ratio and a ceiling on a time ratio."""
+    """numerator / denominator of the rate, or with ``time`` of the time per unit; the target is a
+    floor on a rate ratio and a ceiling on a time ratio."""
 
     label: str
     numerator: str
@@ -77,41 +78,28 @@ class Ratio:
     time: bool = False
 
 
-# ---------------------------------------------------------------------------- clocks
-
 def _tree_cpu() -> float:
-    """CPU seconds of this process (all threads, exact) and of its living descendants (async env
-    workers, in /proc's clock ticks)."""
-    parent, cpu = {}, {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        parent[int(pid)], cpu[int(pid)] = int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK
-    tree, total = {os.getpid()}, time.process_time()
-    while grown := {child for child, p in parent.items() if p in tree} - tree:
-        tree |= grown
-        total += sum(cpu[child] for child in grown)
-    return total
+    """CPU seconds of this process's living descendants (async env workers), then of itself (exact)."""
+    children = 0.0
+    for child in psutil.Process().children(recursive=True):
+        with suppress(psutil.NoSuchProcess):
+            children += sum(child.cpu_times()[:2])  # user, system
+    return children + time.process_time()
 
 
 class Stamp(NamedTuple):
-    """The clocks at one instant; the wall clock is read nearest the timed code."""
+    """The clocks at one instant, the wall clock read nearest the timed code (arguments run in order)."""
 
     wall: float
     cpu: float
 
     @classmethod
     def start(cls) -> Stamp:
-        cpu = _tree_cpu()
-        return cls(time.perf_counter(), cpu)
+        return cls(cpu=_tree_cpu(), wall=time.perf_counter())
 
     @classmethod
     def end(cls) -> Stamp:
-        wall = time.perf_counter()
-        return cls(wall, _tree_cpu())
+        return cls(wall=time.perf_counter(), cpu=_tree_cpu())
 
 
 def span(start: Stamp, end: Stamp, units: float) -> dict[str, float]:
@@ -122,8 +110,7 @@ def span(start: Stamp, end: Stamp, units: float) -> dict[str, float]:
 
 
 class Loop:
-    """Base of the runners that can run any number of iterations at a time: ``iterate(n)`` returns
-    the units of work done."""
+    """Base of the runners whose ``iterate(n)`` runs any n iterations, returning the units of work."""
 
     def run(self, warmup: int, timed: int) -> dict[str, float]:
         self.iterate(warmup)
@@ -134,11 +121,14 @@ class Loop:
 
 
 class RandomActions(Loop):
-    """Actions drawn beforehand, shape (steps, envs, ...), through a bare, reset vector env: the
+    """Random actions, drawn beforehand from one env's ``space``, through a bare, reset vector env: the
     floor no training loop on that env can beat."""
 
-    def __init__(self, venv, actions):
-        self.venv, self.actions = venv, actions
+    def __init__(self, venv, space, steps: int, seed: int = 0):
+        rng, shape = np.random.default_rng(seed), (steps, venv.num_envs, *space.shape)
+        self.venv = venv
+        self.actions = (rng.integers(0, space.n, shape) if isinstance(space, Discrete)
+                        else rng.uniform(space.low, space.high, shape).astype(space.dtype))
 
     def iterate(self, n: int) -> int:
         for _ in range(n):
@@ -150,31 +140,26 @@ class RandomActions(Loop):
         self.venv.close()
 
 
-# ---------------------------------------------------------------------------- measuring
-
-def same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        return a is not None and b is not None and math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    return a == b
-
-
 def differences(a: dict[str, Any], b: dict[str, Any], skip: tuple[str, ...] = ()) -> dict[str, list]:
+    def same(x: Any, y: Any) -> bool:  # floats up to rounding
+        if isinstance(x, float) or isinstance(y, float):
+            return x is not None and y is not None and math.isclose(float(x), float(y), rel_tol=1e-9, abs_tol=1e-12)
+        return x == y
+
     return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if k not in skip and not same(a.get(k), b.get(k))}
 
 
-def read_back(c: Contestant, runner, log: dict[str, Any]) -> dict[str, Any]:
-    """``c``'s settings, read back from its built runner; abort when they differ from ``c.equals``'."""
-    read, details = runner.settings(), getattr(runner, "details", dict)()
-    diff = differences(log[c.equals]["settings"], read, c.except_keys) if c.equals else {}
-    if diff:
-        raise SystemExit(f"{c.name}: settings differ from {c.equals} ([{c.equals}, {c.name}]): {diff}")
-    return {"settings": read, "equals": c.equals, "except": c.except_keys, "details": details}
+def optimizer_settings(optimizer) -> dict[str, Any]:
+    """Adam's or AdamW's settings, read back from its first parameter group."""
+    group = optimizer.param_groups[0]
+    return {"optimizer": type(getattr(optimizer, "optimizer", optimizer)).__name__,  # inside accelerate's wrapper
+            "lr": group["lr"], "adam_eps": group["eps"], "adam_betas": list(group["betas"]),
+            "weight_decay": group["weight_decay"]}
 
 
 def measure_all(groups: list[Group], repeats: int) -> tuple[dict, dict]:
-    """Every contestant of every group once per repeat, the order rotated by one each repeat (the
-    first in the listed order, so that settings are read back before they are compared with).
-    Returns (results[group][contestant] = rows, settings[group][contestant])."""
+    """Every contestant once per repeat, the order rotated by one each repeat (the listed order first:
+    settings are read back before they are compared with). Returns results and settings [group][contestant]."""
     results = {g.name: {c.name: [] for c in g.contestants} for g in groups}
     settings: dict[str, dict[str, Any]] = {g.name: {} for g in groups}
     for rep in range(repeats):
@@ -192,30 +177,30 @@ def measure_all(groups: list[Group], repeats: int) -> tuple[dict, dict]:
 
 
 def _build(c: Contestant, settings: dict[str, Any]):
-    """``c``'s runner, its settings read back on its first build."""
+    """``c``'s runner; on its first build its settings are read back and compared with ``c.equals``'."""
     torch.set_num_threads(c.threads)
     runner = c.build()
     if hasattr(runner, "settings") and c.name not in settings:
-        settings[c.name] = read_back(c, runner, settings)
+        read, details = runner.settings(), getattr(runner, "details", dict)()
+        diff = differences(settings[c.equals]["settings"], read, c.except_keys) if c.equals else {}
+        if diff:
+            raise SystemExit(f"{c.name}: settings differ from {c.equals} ([{c.equals}, {c.name}]): {diff}")
+        settings[c.name] = {"settings": read, "equals": c.equals, "except": c.except_keys, "details": details}
     torch.set_num_threads(c.threads)  # in case building changed it
     return runner
 
 
 def _one(g: Group, c: Contestant, settings: dict[str, Any]) -> dict[str, float]:
-    runner = _build(c, settings)
-    try:
+    with closing(_build(c, settings)) as runner:
         return runner.run(g.warmup, g.timed)
-    finally:
-        runner.close()
 
 
 def _interleaved(g: Group, order: list[Contestant], settings: dict[str, Any]) -> list[dict[str, float]]:
-    """All of ``order`` built and warmed up, then ``g.timed`` rounds of one iteration each, every
-    other round in reverse order; each contestant's row sums its own iterations."""
-    runners: list[Any] = []
-    try:
+    """All built and warmed up, then rounds of one iteration each, every other one in reverse order."""
+    with ExitStack() as runners_open:
+        runners = []
         for c in order:
-            runners.append(_build(c, settings))
+            runners.append(runners_open.enter_context(closing(_build(c, settings))))
             runners[-1].iterate(g.warmup)
         gc.collect()
         spent = [[0.0, 0.0, 0.0] for _ in order]  # wall, cpu, units
@@ -227,9 +212,6 @@ def _interleaved(g: Group, order: list[Contestant], settings: dict[str, Any]) ->
                 end = Stamp.end()
                 spent[i] = [spent[i][0] + end.wall - start.wall, spent[i][1] + end.cpu - start.cpu, spent[i][2] + units]
         return [span(Stamp(0.0, 0.0), Stamp(wall, cpu), units) for wall, cpu, units in spent]
-    finally:
-        for runner in runners:
-            runner.close()
 
 
 def ratios(results: dict[str, dict[str, list[dict]]], specs: list[Ratio]) -> dict[str, dict[str, Any]]:
@@ -250,8 +232,6 @@ def ratios(results: dict[str, dict[str, list[dict]]], specs: list[Ratio]) -> dic
             out[f"{group}: {r.label}"] = entry
     return out
 
-
-# ---------------------------------------------------------------------------- report
 
 def print_table(groups: list[Group], results: dict, ratio_table: dict) -> None:
     print(f"\n{'group':<16}{'contestant':<23}{'thr':>4}{'median/s':>10}{'min':>9}{'max':>9}{'CPU/s':>9}"
@@ -315,8 +295,7 @@ def machine() -> dict[str, Any]:
 
 def benchmark(script: str, doc: str, args: argparse.Namespace, groups: list[Group], specs: list[Ratio],
               extra: dict[str, Any]) -> None:
-    """Measure, print the table, write the JSON: command, machine, method (``doc``), the work per
-    group, every contestant's settings and measurements, the ratios, and ``extra``."""
+    """Measure, print the table, write the JSON (machine, method, work, settings, rows, ratios, ``extra``)."""
     report: dict[str, Any] = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": [sys.executable, *sys.argv], "quick": args.quick, "repeats": args.repeats,

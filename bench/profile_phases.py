@@ -6,11 +6,11 @@ symrl puts around its phases (``symrl.collect``, ``symrl.update``, ``symrl.rlhf.
     python bench/profile_phases.py atari --algo sppo         # Pong, Gymnasium sync env, 1 thread
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python bench/profile_phases.py rlhf-small --iterations 2   # IMDB models
 
-The trainer is built as its benchmark builds it and runs unchanged: one warm-up iteration, then
-``--iterations`` under torch.profiler. Per label (those the library has): calls, total time (its
-spans, nested labels included) and self time (outside every operator and nested label: the Python
-in between), as seconds and shares of the profiled wall time; then the operators with the most self
-time. The profiler adds microseconds per operator, so small-MLP shares are indicative.
+The trainer is built as its benchmark builds it: one warm-up iteration, then ``--iterations`` under
+torch.profiler. Per label: calls, total time (nested labels included) and self time (outside every
+operator and nested label: the Python in between), in seconds and shares of the profiled wall time;
+then the operators with the most self time. The profiler adds microseconds per operator, so
+small-MLP shares are indicative.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import closing
 from functools import partial
 from pathlib import Path
 
@@ -56,15 +57,12 @@ def main(argv: list[str] | None = None) -> None:
     if min(args.iterations, args.threads) < 1:
         p.error(f"--iterations, --threads: got {args.iterations}, {args.threads}; allowed: integers >= 1")
     torch.set_num_threads(args.threads)
-    runner = build(args.trainer, args.algo, args.plain, 1 + args.iterations)
-    try:
+    with closing(build(args.trainer, args.algo, args.plain, 1 + args.iterations)) as runner:
         runner.iterate(1)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             start = time.perf_counter()
             units = runner.iterate(args.iterations)
             wall = (time.perf_counter() - start) * 1e6
-    finally:
-        runner.close()
     unit = "tokens" if args.trainer.startswith("rlhf") else "steps"
     print(f"\n{args.trainer} {args.algo}{' plain' if args.plain else ''}, {args.threads} thread(s): {args.iterations} "
           f"iteration(s) in {wall / 1e6:.2f}s ({units / wall * 1e6:.0f} {unit}/s under the profiler)\n")

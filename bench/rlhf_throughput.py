@@ -4,17 +4,11 @@
     python bench/rlhf_throughput.py --quick          # smoke test: tiny model, 2 iterations, well under a minute
     python bench/rlhf_throughput.py --models small --repeats 5 --iterations 8
 
-Run with OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1. The TRL part needs trl==1.12.0, TRL's last release with
-a PPO trainer (``trl.experimental.ppo``), while symrl's dev extra pins trl>=1.16 (GRPO): run it in a
-separate venv with ``pip install trl==1.12.0``; with any other TRL it is skipped with one line.
-GRPO against TRL's GRPOTrainer: ``bench/grpo_throughput.py``.
-
-Timed: whole iterations (sample + reward + score + update) on the same models and prompts. symrl:
-``RLHFTrainer.iteration()``, the step ``train`` repeats. TRL: ``PPOTrainer.train()`` over warm-up +
-timed iterations, a callback stamping the end of each. Profile: ``bench/profile_phases.py rlhf-small``.
-Settings: one table (``SETTINGS``) makes symrl's configuration and TRL's arguments; the built
-trainers are read back and compared (symrl's variants with symrl PPO; TRL with symrl PPO on a
-separate critic, its architecture). What could not be aligned is in the JSON (``NOT_ALIGNED``).
+Run with OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1; TRL's part needs trl==1.12.0, its last PPO trainer (symrl's
+dev extra pins trl>=1.16): run it in a separate venv, else it is skipped with one line. Timed: whole
+iterations (sample + reward + score + update) on the same models and prompts: ``RLHFTrainer.iteration()``;
+``PPOTrainer.train()``, stamped after each. ``SETTINGS`` makes both configurations; the built trainers are
+read back and compared (TRL with symrl PPO on a separate critic, its architecture; the rest: ``NOT_ALIGNED``).
 """
 
 from __future__ import annotations
@@ -30,6 +24,7 @@ import tempfile
 import warnings
 from functools import partial
 from importlib import metadata
+from importlib.util import find_spec
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -41,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import transformers  # noqa: E402
 
-from bench.harness import (REPO, RESULTS, Contestant, Group, Loop, Ratio, Stamp, benchmark, parse,  # noqa: E402
-                           parser, span)
+from bench.harness import (REPO, RESULTS, Contestant, Group, Loop, Ratio, Stamp, benchmark,  # noqa: E402
+                           optimizer_settings, parse, parser, span)
 from symrl.config import get_key  # noqa: E402
 from symrl.llm.config import RLHFConfig, build_rlhf_config  # noqa: E402
 from symrl.llm.tasks import load_examples  # noqa: E402
@@ -52,8 +47,11 @@ from symrl.run import RunDirectory  # noqa: E402
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imdb_reviews_offline.jsonl.gz"
 PREPARED_SMALL = REPO / "models" / "imdb-offline"  # what `make demo-rlhf` builds, reused when present
 SMALL_FALLBACK_STEPS = 200  # only speed is measured here: a briefly pretrained small model will do
-TRL_PPO_LAST_VERSION = "1.12.0"
+TRL_PPO = "1.12.0"  # TRL's last release with a PPO trainer
 ITERATIONS = {"tiny": 10, "small": 4}  # timed per measurement, after one warm-up iteration
+# TRL's arguments here and in grpo_throughput.py: no saving, evaluation or logging; float32 on the CPU
+TRL_QUIET = {"report_to": "none", "save_strategy": "no", "eval_strategy": "no", "disable_tqdm": True,
+             "logging_steps": 10**6, "use_cpu": True, "bf16": False, "fp16": False, "lr_scheduler_type": "constant"}
 
 # What every contestant gets: the imdb-offline presets, except where TRL cannot follow (NOT_ALIGNED).
 SETTINGS = {
@@ -73,8 +71,7 @@ RATIOS = [
     Ratio("symrl_sppo / symrl_scaled_ppo, time per iteration", "symrl_sppo", "symrl_scaled_ppo", 1.05, time=True),
     Ratio("symrl_ppo_critic / trl_ppo, tokens/s (equal architecture)", "symrl_ppo_critic", "trl_ppo"),
     Ratio("symrl_ppo / trl_ppo, tokens/s (symrl's shared value head)", "symrl_ppo", "trl_ppo"),
-    Ratio("symrl_ppo_critic / symrl_ppo, tokens/s (cost of a separate critic)", "symrl_ppo_critic", "symrl_ppo"),
-]
+    Ratio("symrl_ppo_critic / symrl_ppo, tokens/s (cost of a separate critic)", "symrl_ppo_critic", "symrl_ppo")]
 
 NOT_ALIGNED = {
     "top_k": "TRL hard-codes top_k=0 (off); symrl samples with top_k = vocabulary size, the same distribution",
@@ -87,21 +84,21 @@ NOT_ALIGNED = {
     "reward_input": "symrl decodes completions and re-tokenizes; TRL passes ids, repacked (one BPE for both)",
     "rollout_scoring": "TRL takes old log-probs from generate; symrl runs the policy again (with the values)",
     "logits_window": "TRL computes logits at every position; symrl only for the completion (logits_to_keep)",
-    "prompt_order": "symrl in its seeded order, TRL through its shuffled DataLoader: an iteration's prompts differ",
-}
+    "prompt_order": "symrl in its seeded order, TRL through its shuffled DataLoader: an iteration's prompts differ"}
+
+
+def prepared(folder: Path) -> dict[str, Any]:
+    """What ``symrl lm prepare`` recorded about the models in ``folder`` ({} before it ran there)."""
+    record = folder / "prepared.json"
+    return json.loads(record.read_text()) if record.is_file() else {}
 
 
 def model_folder(size: str, data: Path) -> Path:
-    """Folder with ``policy/`` and ``classifier/``: the prepared small models if they exist, else
-    built once into bench/results/rlhf_models/ (tiny: its preset; small: fewer pretraining steps)."""
-    def finished(folder: Path) -> bool:
-        prepared = folder / "prepared.json"
-        return prepared.is_file() and json.loads(prepared.read_text()).get("size") == size
-
-    if size == "small" and finished(PREPARED_SMALL):
+    """The prepared small models (``policy/``, ``classifier/``), else ones built once into bench/results/."""
+    if size == "small" and prepared(PREPARED_SMALL).get("size") == size:
         return PREPARED_SMALL
     out = RESULTS / "rlhf_models" / size
-    if not finished(out):
+    if prepared(out).get("size") != size:
         from symrl.llm.data import read_records
         from symrl.llm.prepare import prepare_models
 
@@ -121,25 +118,11 @@ def symrl_config(models: Path, data: Path, out: str, algo: str, value_head: str,
         "iterations": iterations, "out": out, "experiment": f"bench-{algo}-{value_head}"})
 
 
-SYMRL_KEYS = {  # read-back name: symrl config key
-    "rollouts_per_iteration": "rollouts", "minibatch_size": "minibatch_size", "n_epochs": "n_epochs",
-    "prompt_tokens_max": "generation.prompt_tokens", "new_tokens_max": "generation.max_new_tokens",
-    "temperature": "generation.temperature", "top_p": "generation.top_p", "kl_controller": "kl_controller",
-    "clip_range": "clip_range", "clip_range_vf": "clip_range_vf", "gamma": "gamma", "gae_lambda": "gae_lambda",
-    "mixed_precision": "mixed_precision", "seed": "seed"}
-TRL_KEYS = {  # read-back name: PPOConfig field
-    "rollouts_per_iteration": "batch_size", "minibatch_size": "mini_batch_size", "n_epochs": "num_ppo_epochs",
-    "new_tokens_max": "response_length", "temperature": "temperature", "kl_coef": "kl_coef",
-    "kl_estimator": "kl_estimator", "clip_range": "cliprange", "clip_range_vf": "cliprange_value", "gamma": "gamma",
-    "gae_lambda": "lam", "reward_whitening": "whiten_rewards", "seed": "seed",
-    "gradient_checkpointing": "gradient_checkpointing"}
-
-
-def adamw(optimizer) -> dict[str, Any]:
-    group = optimizer.param_groups[0]
-    return {"optimizer": type(getattr(optimizer, "optimizer", optimizer)).__name__,  # inside accelerate's wrapper
-            "lr": group["lr"], "weight_decay": group["weight_decay"], "adam_betas": list(group["betas"]),
-            "adam_eps": group["eps"]}
+ALIGNED = {  # read-back name: (symrl key, PPOConfig field); TRL's arguments are made from it too
+    "n_epochs": ("n_epochs", "num_ppo_epochs"), "new_tokens_max": ("generation.max_new_tokens", "response_length"),
+    "temperature": ("generation.temperature", "temperature"), "clip_range": ("clip_range", "cliprange"),
+    "clip_range_vf": ("clip_range_vf", "cliprange_value"), "gamma": ("gamma", "gamma"),
+    "gae_lambda": ("gae_lambda", "lam"), "seed": ("seed", "seed")}
 
 
 def count(module: nn.Module | None) -> int:
@@ -150,11 +133,18 @@ def dropout_off(*modules: nn.Module) -> bool:
     return all(m.p == 0 for module in modules for m in module.modules() if isinstance(m, nn.Dropout))
 
 
-# ---------------------------------------------------------------------------- symrl
+def llm_setup(trl_check: Callable[[], str | None], **warning: Any) -> str | None:
+    """One torch thread (models are built too), no transformers messages or ``warning``; why TRL is skipped."""
+    torch.set_num_threads(1)
+    transformers.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning, **warning)
+    if why_not := trl_check():
+        print(f"TRL part skipped: {why_not}", flush=True)
+    return why_not
+
 
 class SymrlRLHF(Loop):
-    """symrl's RLHF trainer, one ``iteration()`` at a time; ``config(out)`` makes its configuration,
-    its run directory in a temporary folder."""
+    """symrl's RLHF trainer, one ``iteration()`` at a time; ``config(out)``: its configuration, run in a temp folder."""
 
     def __init__(self, config: Callable[[str], RLHFConfig]):
         self.tmp = tempfile.mkdtemp(prefix="symrl-rlhf-bench-")
@@ -173,8 +163,11 @@ class SymrlRLHF(Loop):
         t, agent, key = self.trainer, self.trainer.agent, partial(get_key, self.cfg)
         model, reward = agent.model, agent.reward.scorer.model
         return {
-            **{name: key(k) for name, k in SYMRL_KEYS.items()}, **adamw(t.optimizer), "lr_schedule": "constant",
-            "optimizer_steps_per_epoch": key("rollouts") // key("minibatch_size"),
+            **{name: key(k) for name, (k, _) in ALIGNED.items()}, **optimizer_settings(t.optimizer),
+            "rollouts_per_iteration": key("rollouts"), "minibatch_size": key("minibatch_size"),
+            "prompt_tokens_max": key("generation.prompt_tokens"), "top_p": key("generation.top_p"),
+            "kl_controller": key("kl_controller"), "mixed_precision": key("mixed_precision"),
+            "lr_schedule": "constant", "optimizer_steps_per_epoch": key("rollouts") // key("minibatch_size"),
             "new_tokens_exact": key("generation.min_new_tokens") == key("generation.max_new_tokens"),
             "top_k": None if key("generation.top_k") >= model.lm.config.vocab_size else key("generation.top_k"),
             "kl_coef": t.kl_coef, "kl_estimator": "k1", "value_error_weight": t.weights.vf, "ent_coef": t.weights.ent,
@@ -190,30 +183,56 @@ class SymrlRLHF(Loop):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-# ---------------------------------------------------------------------------- TRL
+class TRLRunner(transformers.TrainerCallback):
+    """Base of the TRL contestants (``trainer`` working in the temporary folder ``tmp``); this callback
+    stamps the clocks after each optimizer step, ``steps`` of them per iteration."""
 
-def trl_ppo() -> tuple[Any, str | None]:
-    """(trl.experimental.ppo or None, why not)."""
+    trainer: Any
+    tmp: str
+    steps = 1
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.stamps.append(Stamp.end())
+
+    def stamped(self, warmup: int, timed: int) -> list[Stamp]:
+        """Warm-up + timed iterations in one ``train()`` call: the clocks from the first timed one on."""
+        self.stamps = [Stamp.end()]
+        self.trainer.add_callback(self)
+        with contextlib.redirect_stdout(io.StringIO()):  # its banner and final log line
+            self.trainer.train()
+        if len(self.stamps) != 1 + self.steps * (warmup + timed):
+            raise RuntimeError(f"TRL ran {len(self.stamps) - 1} steps, not {warmup} + {timed} iterations of "
+                               f"{self.steps}")
+        return self.stamps[warmup * self.steps:]
+
+    def trained_as(self) -> dict[str, Any]:
+        """The schedule, precision and device, read back alike from TRL's trainers."""
+        a = self.trainer.args
+        return {"lr_schedule": getattr(a.lr_scheduler_type, "value", a.lr_scheduler_type),
+                "mixed_precision": "bf16" if a.bf16 else "fp16" if a.fp16 else "no",
+                "device": str(self.trainer.accelerator.device)}
+
+    def close(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def trl_ppo_missing() -> str | None:
+    """Why TRL's PPO trainer cannot run here, or None."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     try:
-        from trl.experimental import ppo
+        from trl.experimental import ppo  # noqa: F401
     except ImportError:
-        try:
-            found = f"trl {metadata.version('trl')} has no PPO trainer (removed in 1.13.0)"
-        except metadata.PackageNotFoundError:
-            found = "no trl"
-        return None, (f"{found}; it needs trl=={TRL_PPO_LAST_VERSION}: run it in a separate venv with "
-                      f"pip install trl=={TRL_PPO_LAST_VERSION}")
-    return ppo, None
+        why = find_spec("trl") and f"trl {metadata.version('trl')} has no PPO trainer (removed in 1.13.0)"
+        return f"{why or 'no trl'}; it needs trl=={TRL_PPO}: run it in a separate venv with pip install trl=={TRL_PPO}"
+    return None
 
 
 class ClassifierRewardForTRL(nn.Module):
-    """symrl's reward, the POSITIVE logit of the DistilBERT classifier on prompt + completion, behind
-    what TRL's ``get_reward`` calls: ``getattr(model, model.base_model_prefix)(ids, mask)``, then
-    ``model.score`` on the last hidden state at the last response token. The classifier pools its
-    first token, so each row is repacked as its tokenizer lays text out (eos first, right padding)
-    from the ids TRL passes (``symrl lm prepare`` builds both models on one BPE), and the logit is
-    spread over every position."""
+    """symrl's reward (the POSITIVE logit of the classifier on prompt + completion) behind what TRL's
+    ``get_reward`` calls: ``getattr(model, model.base_model_prefix)(ids, mask)``, then ``model.score``
+    at the last response token. The classifier pools its first token, so each row of the ids TRL
+    passes (one BPE for both models) is repacked as its tokenizer lays text out (eos first, right
+    padding), and the logit is spread over every position."""
 
     base_model_prefix = "repacked"
 
@@ -238,18 +257,8 @@ class ClassifierRewardForTRL(nn.Module):
         return SimpleNamespace(hidden_states=(logit[:, self.index, None, None].expand(-1, input_ids.shape[1], 1),))
 
 
-class _Stamps(transformers.TrainerCallback):
-    """The clocks at the end of every iteration."""
-
-    stamps: list[Stamp]
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.stamps.append(Stamp.end())
-
-
-class TRLRunner:
-    """TRL's PPOTrainer on the same model folders and prompts, its arguments taken from symrl's
-    resolved configuration; ``run`` trains warm-up + timed iterations in one ``train()`` call."""
+class TRLPPO(TRLRunner):
+    """TRL's PPOTrainer on the same models and prompts, its arguments from symrl's resolved configuration."""
 
     def __init__(self, models: Path, data: Path, iterations: int):
         from datasets import Dataset
@@ -265,39 +274,27 @@ class TRLRunner:
         prompts = [e.prompt for e in load_examples(cfg, tokenizer)[0]]  # symrl's training split
         ids = tokenizer(prompts, truncation=True, max_length=self.prompt_tokens)["input_ids"]
         f32 = {"dtype": torch.float32}
-        policy = transformers.AutoModelForCausalLM.from_pretrained(models / "policy", **f32)
-        ref = transformers.AutoModelForCausalLM.from_pretrained(models / "policy", **f32)
+        policy, ref = (transformers.AutoModelForCausalLM.from_pretrained(models / "policy", **f32) for _ in range(2))
         torch.manual_seed(key("seed"))  # the value head's initialization
         value = transformers.AutoModelForSequenceClassification.from_pretrained(models / "policy", num_labels=1, **f32)
         value.config.pad_token_id = tokenizer.pad_token_id
         rollouts = key("rollouts")
         self.args = ppo.PPOConfig(
-            output_dir=self.tmp, report_to="none", save_strategy="no", eval_strategy="no", disable_tqdm=True,
-            logging_steps=10**6, num_sample_generations=0, seed=key("seed"), use_cpu=True, bf16=False, fp16=False,
-            gradient_checkpointing=False, dataloader_num_workers=0, per_device_train_batch_size=rollouts,
-            gradient_accumulation_steps=1, num_mini_batches=rollouts // key("minibatch_size"),
-            num_ppo_epochs=key("n_epochs"), total_episodes=rollouts * iterations,
-            local_rollout_forward_batch_size=rollouts, response_length=self.tokens, stop_token=None,
-            temperature=key("generation.temperature"), missing_eos_penalty=None, learning_rate=key("lr"),
-            lr_scheduler_type="constant", weight_decay=key("weight_decay"), adam_epsilon=key("adam_eps"),
-            max_grad_norm=key("max_grad_norm"), kl_coef=key("kl_coef"), kl_estimator="k1", cliprange=key("clip_range"),
-            cliprange_value=key("clip_range_vf"), vf_coef=2 * key("vf_coef") * key("value_loss_scale"),
-            gamma=key("gamma"), lam=key("gae_lambda"), whiten_rewards=False)
+            output_dir=self.tmp, **TRL_QUIET, num_sample_generations=0, gradient_checkpointing=False,
+            dataloader_num_workers=0, per_device_train_batch_size=rollouts, gradient_accumulation_steps=1,
+            num_mini_batches=rollouts // key("minibatch_size"), total_episodes=rollouts * iterations,
+            local_rollout_forward_batch_size=rollouts, stop_token=None, missing_eos_penalty=None,
+            learning_rate=key("lr"), weight_decay=key("weight_decay"), adam_epsilon=key("adam_eps"),
+            max_grad_norm=key("max_grad_norm"), kl_coef=key("kl_coef"), kl_estimator="k1", whiten_rewards=False,
+            vf_coef=2 * key("vf_coef") * key("value_loss_scale"), **{field: key(k) for k, field in ALIGNED.values()})
         self.trainer = ppo.PPOTrainer(
             args=self.args, processing_class=tokenizer, model=policy, ref_model=ref,
             reward_model=ClassifierRewardForTRL(models / "classifier", key("reward.label")),
             train_dataset=Dataset.from_dict({"input_ids": ids}), value_model=value)
-        self.clock = _Stamps()
-        self.trainer.add_callback(self.clock)
 
     def run(self, warmup: int, timed: int) -> dict[str, float]:
-        self.clock.stamps = [Stamp.end()]
-        with contextlib.redirect_stdout(io.StringIO()):  # its banner and final log line
-            self.trainer.train()
-        stamps = self.clock.stamps
-        if len(stamps) != 1 + warmup + timed:
-            raise RuntimeError(f"TRL ran {len(stamps) - 1} iterations, not {warmup} + {timed}")
-        return span(stamps[warmup], stamps[warmup + timed], timed * self.args.batch_size * self.tokens)
+        stamps = self.stamped(warmup, timed)
+        return span(stamps[0], stamps[-1], timed * self.args.batch_size * self.tokens)
 
     def settings(self) -> dict[str, Any]:
         t, a, wrapper = self.trainer, self.args, self.trainer.accelerator.unwrap_model(self.trainer.model)
@@ -305,33 +302,29 @@ class TRLRunner:
         if longest > self.prompt_tokens:
             raise SystemExit(f"trl_ppo: got prompts of {longest} tokens; allowed: at most {self.prompt_tokens}")
         return {
-            **{name: getattr(a, k) for name, k in TRL_KEYS.items()}, **adamw(t.optimizer),
-            "lr_schedule": getattr(a.lr_scheduler_type, "value", a.lr_scheduler_type),
+            **{name: getattr(a, field) for name, (_, field) in ALIGNED.items()}, **optimizer_settings(t.optimizer),
+            **self.trained_as(), "rollouts_per_iteration": a.batch_size, "minibatch_size": a.mini_batch_size,
+            **{k: getattr(a, k) for k in ("kl_coef", "kl_estimator", "gradient_checkpointing")},
+            "reward_whitening": a.whiten_rewards, "prompt_tokens_max": self.prompt_tokens,
             # accelerate steps the optimizer every gradient_accumulation_steps micro-batches
             "optimizer_steps_per_epoch": a.num_mini_batches * math.ceil(a.local_mini_batch_size
                                                                         / a.per_device_train_batch_size)
-            // a.gradient_accumulation_steps, "prompt_tokens_max": self.prompt_tokens,
+            // a.gradient_accumulation_steps,
             "new_tokens_exact": t.stop_token_id is None, "top_k": None, "top_p": 1.0,  # hard-coded in train()
             "kl_controller": "fixed", "value_error_weight": 0.5 * a.vf_coef, "ent_coef": 0.0,  # no entropy term
             "policy_params": count(wrapper.policy), "reference_params": count(t.ref_model),
             "value_trunk_params": count(wrapper.critic_backbone), "reward_params": count(t.reward_model.clf),
             "dtype": str(next(wrapper.policy.parameters()).dtype),
-            "dropout_off": dropout_off(wrapper, t.ref_model, t.reward_model),
-            "mixed_precision": "no" if not (a.bf16 or a.fp16) else ("bf16" if a.bf16 else "fp16"),
-            "device": str(t.accelerator.device)}
+            "dropout_off": dropout_off(wrapper, t.ref_model, t.reward_model)}
 
     def details(self) -> dict[str, Any]:
         return {"trainer": f"{type(self.trainer).__module__}.PPOTrainer", "vf_coef": self.args.vf_coef,
                 "max_grad_norm_set_but_unused": self.args.max_grad_norm, "not_aligned": NOT_ALIGNED}
 
-    def close(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
 
 def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__, repeats=3)
-    p.add_argument("--iterations", type=int, help="timed iterations per measurement (default: tiny 10, small 4; "
-                                                  "--quick 2)")
+    p.add_argument("--iterations", type=int, help="timed iterations (default: tiny 10, small 4; --quick 2)")
     p.add_argument("--models", default="tiny,small", help="comma-separated subset of tiny, small (--quick: tiny)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="review corpus (.jsonl.gz) for prompts and models")
     p.add_argument("--no-trl", action="store_true", help="skip the TRL contestant")
@@ -341,12 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"--models: got {args.models}; allowed: a comma-separated subset of tiny, small")
     if not args.data.is_file():
         p.error(f"--data: {args.data} does not exist; allowed: the review corpus (.jsonl or .jsonl.gz)")
-    torch.set_num_threads(1)
-    transformers.logging.set_verbosity_error()
-    warnings.filterwarnings("ignore", category=FutureWarning, message=".*checkpointing.*")
-    trl, why_not = (None, "--no-trl") if args.no_trl else trl_ppo()
-    if trl is None:
-        print(f"TRL part skipped: {why_not}", flush=True)
+    why_not = llm_setup(lambda: "--no-trl" if args.no_trl else trl_ppo_missing(), message=".*checkpointing.*")
     models = {size: model_folder(size, args.data) for size in sizes}
     groups = []
     for size, folder in models.items():
@@ -363,12 +351,12 @@ def main(argv: list[str] | None = None) -> None:
                        equals="symrl_ppo"),
             Contestant("symrl_ppo_critic", "symrl PPO, separate critic trunk (TRL's architecture)",
                        symrl("ppo", "separate"), equals="symrl_ppo", except_keys=("value_trunk_params",)),
-            *([Contestant("trl_ppo", "TRL experimental PPOTrainer", equals="symrl_ppo_critic",
-                          build=lambda f=folder, n=timed: TRLRunner(f, args.data, 1 + n))] if trl else [])],
+            *([] if why_not else [Contestant("trl_ppo", "TRL experimental PPOTrainer", equals="symrl_ppo_critic",
+                                             build=partial(TRLPPO, folder, args.data, 1 + timed))])],
             1, timed, unit="tokens"))
     benchmark("rlhf_throughput", __doc__, args, groups, RATIOS, {
-        "trl": {"included": trl is not None, "why_not": why_not}, "data": str(args.data), "table": SETTINGS,
-        "models": {k: {"folder": str(v), **json.loads((v / "prepared.json").read_text())} for k, v in models.items()}})
+        "trl": {"included": not why_not, "why_not": why_not}, "data": str(args.data), "table": SETTINGS,
+        "models": {k: {"folder": str(v), **prepared(v)} for k, v in models.items()}})
 
 
 if __name__ == "__main__":
