@@ -469,12 +469,15 @@ def test_reverse_terms_equal_the_papers_literal_formulas(reverse):
     zeros = torch.zeros(64, dtype=torch.float64)
     terms, _ = symmetric_loss(weights, lp, old_lp, adv, zeros, zeros, zeros, clip_range=eps)
     torch.testing.assert_close(terms.reverse, literal_ppo)
+    # the gym trainer's path: 1/π_old given, once per rollout
+    given, _ = symmetric_loss(weights, lp, old_lp, adv, zeros, zeros, zeros, clip_range=eps, inv_old_prob=1 / old_prob)
+    torch.testing.assert_close(given.reverse, literal_ppo)
 
 
 @pytest.mark.parametrize("reverse", ["rce", "mae"])
 @pytest.mark.parametrize("mask_kind", ["none", "bool", "token weights"])
 def test_symmetric_loss_reverse_term_is_the_reference_formula_and_padding_never_leaks(reverse, mask_kind):
-    """symmetric_loss computes β·L_rev as two dot products (its hot-loop form); value and gradient
+    """symmetric_loss computes β·L_rev as one dot product (its hot-loop form); value and gradient
     must equal β·ppo_reverse_loss with a mask of either kind, padding must get no gradient, and an
     infinite old log-prob on padding must not reach the value."""
     gen = torch.Generator().manual_seed(5)
