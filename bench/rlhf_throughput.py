@@ -6,9 +6,10 @@
 
 Run with OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1; TRL's part needs trl==1.12.0, its last PPO trainer (symrl's
 dev extra pins trl>=1.16): run it in a separate venv, else it is skipped with one line. Timed: whole
-iterations (sample + reward + score + update) on the same models and prompts: ``RLHFTrainer.iteration()``;
-``PPOTrainer.train()``, stamped after each. ``SETTINGS`` makes both configurations; the built trainers are
-read back and compared (TRL with symrl PPO on a separate critic, its architecture; the rest: ``NOT_ALIGNED``).
+iterations (sample + reward + score + update) on the same models and prompts: ``RLHFTrainer.iteration()``
+(SPPO and scaled PPO interleaved with PPO); ``PPOTrainer.train()``, stamped after each. ``SETTINGS`` makes
+both configurations; the built trainers are read back and compared (TRL with symrl PPO on a separate
+critic, its architecture; the rest: ``NOT_ALIGNED``).
 """
 
 from __future__ import annotations
@@ -344,16 +345,17 @@ def main(argv: list[str] | None = None) -> None:
             return lambda: SymrlRLHF(partial(symrl_config, folder, args.data, algo=algo, value_head=value_head,
                                              iterations=1 + timed))
 
+        ppo = Contestant("symrl_ppo", "symrl PPO, value head on the policy", symrl("ppo"))
         groups.append(Group(size, [
-            Contestant("symrl_ppo", "symrl PPO, value head on the policy", symrl("ppo")),
-            Contestant("symrl_sppo", f"symrl SPPO {SPPO}", symrl("sppo"), equals="symrl_ppo"),
-            Contestant("symrl_scaled_ppo", "symrl PPO with SPPO's policy-loss weight", symrl("scaled_ppo"),
-                       equals="symrl_ppo"),
-            Contestant("symrl_ppo_critic", "symrl PPO, separate critic trunk (TRL's architecture)",
-                       symrl("ppo", "separate"), equals="symrl_ppo", except_keys=("value_trunk_params",)),
+            ppo, Contestant("symrl_ppo_critic", "symrl PPO, separate critic trunk (TRL's architecture)",
+                            symrl("ppo", "separate"), equals="symrl_ppo", except_keys=("value_trunk_params",)),
             *([] if why_not else [Contestant("trl_ppo", "TRL experimental PPOTrainer", equals="symrl_ppo_critic",
                                              build=partial(TRLPPO, folder, args.data, 1 + timed))])],
             1, timed, unit="tokens"))
+        groups.append(Group(f"{size} SPPO|PPO", [  # a few percent apart: interleaved
+            ppo, Contestant("symrl_sppo", f"symrl SPPO {SPPO}", symrl("sppo"), equals="symrl_ppo"),
+            Contestant("symrl_scaled_ppo", "symrl PPO with SPPO's policy-loss weight", symrl("scaled_ppo"),
+                       equals="symrl_ppo")], 1, timed, unit="tokens", interleave=True))
     benchmark("rlhf_throughput", __doc__, args, groups, RATIOS, {
         "trl": {"included": not why_not, "why_not": why_not}, "data": str(args.data), "table": SETTINGS,
         "models": {k: {"folder": str(v), **prepared(v)} for k, v in models.items()}})
