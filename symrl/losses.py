@@ -79,15 +79,6 @@ def ppo_policy_loss(
     return -masked_mean(torch.minimum(*_ppo_surrogates(ratio, advantages, clip_range)), mask)
 
 
-def ppo_gradient_mask(ratio: Tensor, advantages: Tensor, clip_range: float) -> Tensor:
-    """f = 1[(1−ε ≤ r ≤ 1+ε) or (r·Â ≤ clip(r)·Â)]: where PPO's clipped objective has a gradient.
-
-    Inside the clip range clip(r) = r, so the second condition alone already covers the first.
-    """
-    unclipped, clipped = _ppo_surrogates(ratio, advantages, clip_range)
-    return (unclipped <= clipped).to(ratio.dtype)
-
-
 def _reverse_core(p: Tensor, base: Tensor | float, advantages: Tensor, reverse: Reverse, Z: float) -> Tensor:
     """Per-element reverse loss written as ``scale·Â·(base − k·p)``.
 
@@ -220,8 +211,13 @@ class LossTerms:
 
     @property
     def reverse(self) -> Tensor:
-        """L_rev, the reverse term before its weight β (0 when β = 0)."""
-        return self.weighted_reverse / self.reverse_weight if self.reverse_weight else self.weighted_reverse
+        """L_rev, the reverse term before its weight β."""
+        return _unweighted(self.weighted_reverse, self.reverse_weight)
+
+
+def _unweighted(weighted_reverse: Tensor, weight: float) -> Tensor:
+    """β·L_rev back to L_rev; with β = 0 the term was never computed and stays the zero it is."""
+    return weighted_reverse / weight if weight else weighted_reverse
 
 
 def symmetric_loss(
@@ -437,8 +433,7 @@ def update_statistics(steps: list[LossStep], clip_range: float) -> dict[str, Ten
     out = {name: (torch.stack([getattr(st.terms, field) for st in steps]) * share).sum()
            for name, field in (("policy_loss", "policy"), ("reverse_loss", "weighted_reverse"),
                                ("value_loss", "value"), ("entropy", "entropy"))}
-    if steps[0].terms.reverse_weight:
-        out["reverse_loss"] = out["reverse_loss"] / steps[0].terms.reverse_weight
+    out["reverse_loss"] = _unweighted(out["reverse_loss"], steps[0].terms.reverse_weight)
     log_ratio = torch.cat([st.log_ratio for st in steps])
     mask = None if steps[0].mask is None else torch.cat([st.mask for st in steps])
     out["approx_kl"] = approx_kl(log_ratio, mask)

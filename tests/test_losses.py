@@ -21,7 +21,6 @@ from symrl.losses import (
     effective_pg_multiplier,
     entropy_bonus,
     masked_mean,
-    ppo_gradient_mask,
     ppo_policy_loss,
     ppo_reverse_loss,
     symmetric_loss,
@@ -529,7 +528,8 @@ def test_sppo_on_17_dim_discretized_actions_is_exact_in_float32_where_upstream_i
         split = logits.softmax(-1)
         all_probs = split.sum(-1).prod(-1)
         prob = split.gather(-1, actions.unsqueeze(-1)).squeeze(-1).prod(-1)
-        f = ppo_gradient_mask(prob / old_lp.exp(), adv, EPS)
+        r = prob / old_lp.exp()  # f as the released code writes it
+        f = (((r >= 1 - EPS) & (r <= 1 + EPS)) | (r * adv <= r.clamp(1 - EPS, 1 + EPS) * adv)).float()
         return -(f * adv * -1.0 * (all_probs - prob) / old_lp.exp()).mean()
 
     noisy = _grad(released(logits), logits)
