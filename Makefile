@@ -23,8 +23,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,bench]"
 	touch $(STAMP)
 
+# One pytest worker per CPU (at most 4), a test file per worker at a time (pytest-xdist): TEST_WORKERS=0 runs
+# them in this process.
+TEST_WORKERS ?= logical
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 # PPO vs SPPO vs scaled PPO under training-reward noise: 9 CartPole runs, then the report and its table.
 demo: venv

@@ -15,6 +15,17 @@ from symrl.llm.prepare import prepare_models
 from tests.helpers import corpus
 
 
+# The slowest test files, longest first (`pytest --durations`): `make test`'s workers take a file at a time,
+# so these start at once instead of ending the run alone.
+SLOWEST_FIRST = ("test_llm_rlvr.py", "test_llm_distributed.py", "test_llm_trainer.py", "test_train.py",
+                 "test_sweep.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order otherwise
+
+
 @pytest.fixture(scope="session")
 def hub_offline():
     """Nothing is downloaded: every model the tests load is built here."""
