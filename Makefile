@@ -11,7 +11,7 @@ export MKL_NUM_THREADS ?= 1
 # The offline review corpus of `make demo-rlhf` (see ../shared/data/README.md).
 RLHF_DATA ?= ../shared/data/imdb_reviews_offline.jsonl.gz
 
-.PHONY: venv test demo demo-rlhf demo-rlvr bench clean
+.PHONY: venv test test-slow demo demo-rlhf demo-rlvr bench clean
 
 venv: $(STAMP)
 
@@ -24,10 +24,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # One pytest worker per CPU (at most 4), a test file per worker at a time (pytest-xdist): TEST_WORKERS=0 runs
-# them in this process.
+# them in this process. The tests marked slow (minutes each, end to end) run in `make test-slow`; CI runs both.
 TEST_WORKERS ?= logical
 test: venv
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile -m "not slow"
+
+test-slow: venv
+	$(PY) -m pytest -q -m slow
 
 # PPO vs SPPO vs scaled PPO under training-reward noise: 9 CartPole runs, then the report and its table.
 demo: venv

@@ -3,7 +3,8 @@
 The model is the one ``symrl lm prepare --task arithmetic`` builds by default (3 minutes on one CPU
 thread), built here into a temporary folder; the run is the ``arithmetic-grpo`` preset as ``make
 demo-rlvr`` runs it (45 iterations, about a minute), on clean rewards, evaluated every 15 iterations
-on 2000 draws from the ~210 held-out problems, one sample each at temperature 1."""
+on 2000 draws from the ~210 held-out problems, one sample each at temperature 1. Marked ``slow``: `make
+test-slow` runs it, CI runs it after `make test`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from symrl.llm.config import build_rlhf_config
 from symrl.llm.prepare import prepare_arithmetic
 from symrl.llm.trainer import train_rlhf
 from symrl.run import read_jsonl, run_dir
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
